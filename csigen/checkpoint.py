@@ -1,0 +1,155 @@
+"""Atomic, safe checkpoint and result files.
+
+* Every file is written to a temporary name in the same folder, flushed,
+  fsync'ed and renamed over the target (``os.replace`` is atomic on POSIX and
+  Windows), so a process killed at any moment (SIGKILL included) leaves either
+  the previous complete file or the new complete file, never a torn one.
+* Checkpoints are loaded with ``torch.load(..., weights_only=True)``: a file
+  that would run code when unpickled is refused with :class:`CheckpointError`.
+* Every checkpoint carries :data:`FORMAT_VERSION` and the config that made it,
+  so a checkpoint from another dataset, variant or model size is refused with
+  a message that says what differs.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT_VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be used; the message says why and what to do."""
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # e.g. Windows, where directories cannot be opened
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (temp file + fsync + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def check_writable(folder: str | os.PathLike) -> Path:
+    """Create ``folder`` if needed and prove we can write there, before long work starts."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".write-test.", dir=folder)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise PermissionError(
+            f"output folder {str(folder)!r} is not writable ({exc.strerror or exc}); "
+            "pass another folder with --out (or CSIGEN_OUT in the notebooks)"
+        ) from exc
+    return folder
+
+
+def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
+    """Save ``payload`` (tensors, dicts, lists, numbers, strings) atomically.
+
+    ``format_version`` is added. The payload must be loadable with
+    ``weights_only=True``: only tensors and plain Python containers.
+    """
+    payload = {"format_version": FORMAT_VERSION, **payload}
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint safely (``weights_only=True``) and check its format version.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        CheckpointError: truncated or corrupt file, a file that would execute
+            code when loaded, or an incompatible format version.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {str(path)!r}")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        if "Weights only load failed" in text or "Unsupported global" in text or "weights_only" in text:
+            raise CheckpointError(
+                f"refusing to load {str(path)!r}: it contains objects that would run code when "
+                "unpickled (only tensors and plain containers are allowed). Do not load files from "
+                "sources you do not trust; csigen checkpoints never need this."
+            ) from exc
+        raise CheckpointError(f"checkpoint {str(path)!r} is corrupt ({exc}); delete it and re-run") from exc
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is truncated or corrupt ({type(exc).__name__}: {exc}); "
+            "delete it (or restore a copy) and re-run; training restarts from the beginning"
+        ) from exc
+    if not isinstance(payload, dict) or "format_version" not in payload:
+        raise CheckpointError(f"{str(path)!r} is not a csigen checkpoint (no format_version)")
+    version = payload["format_version"]
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} has format version {version}, this csigen reads version "
+            f"{FORMAT_VERSION}; use the csigen version that wrote it or retrain"
+        )
+    return payload
+
+
+def check_compatible(saved: dict[str, Any], expected: dict[str, Any], path: str | os.PathLike) -> None:
+    """Refuse a checkpoint whose model signature (dataset, variant, sizes...) differs."""
+    diffs = [
+        f"{k}: checkpoint has {saved.get(k)!r}, this run has {expected[k]!r}"
+        for k in expected
+        if saved.get(k) != expected[k]
+    ]
+    if diffs:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} comes from another setup ("
+            + "; ".join(diffs)
+            + "). Use a different output folder, or match the settings, or pass resume=False "
+            "to start over."
+        )

@@ -1,0 +1,889 @@
+"""One-class anomaly-detection tasks: CIFAR-10, CIFAR-100 (20 superclasses),
+ImageNet-30, any ImageFolder tree, and a built-in procedural ``shapes`` set.
+
+A *task* is the protocol of CSI (Tack et al., 2020) and of the paper: train on
+the images of one class (the *inlier*), test on the whole test split, where the
+inlier's test images are positives and every other class is an outlier.
+
+Every loader returns a :class:`OneClassTask` whose images are **uint8 tensors
+of shape (N, 3, H, W)** held in memory. :func:`to_float` is the single place
+where they become float tensors in [0, 1] (see ``docs/design.md``).
+
+Quick start::
+
+    from csigen.data import load_task, to_float
+    task = load_task("shapes", "circle")          # no download, < 1 s
+    task = load_task("cifar10", "airplane")       # torchvision download
+    task = load_task("imagefolder", "cat", root="/data/cifar10-jpg")
+    print(task.describe())
+    x = to_float(task.train_images[:128], device="cuda")
+
+Data roots default to ``$CSIGEN_DATA`` or ``~/.cache/csigen/data``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import pickle
+import warnings
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = [
+    "CIFAR10_CLASSES",
+    "CIFAR100_COARSE_CLASSES",
+    "CIFAR100_CSI_SUPERCLASS",
+    "IMG_EXTENSIONS",
+    "SHAPES_CLASSES",
+    "DataNotFoundError",
+    "OneClassTask",
+    "UnknownDatasetError",
+    "class_names",
+    "default_data_root",
+    "list_datasets",
+    "load_task",
+    "make_shapes",
+    "to_float",
+]
+
+
+# --------------------------------------------------------------------------
+# Errors
+# --------------------------------------------------------------------------
+
+
+class DataNotFoundError(FileNotFoundError):
+    """The files of a dataset are not where the loader looked for them.
+
+    The message says where they were expected and how to get them.
+    """
+
+
+class UnknownDatasetError(ValueError):
+    """The dataset name is not one of :func:`list_datasets`."""
+
+
+# --------------------------------------------------------------------------
+# Constants
+# --------------------------------------------------------------------------
+
+_DATASETS = ("cifar10", "cifar100", "imagenet30", "imagefolder", "shapes")
+
+# Accepted spellings -> canonical name ("imagenet" is CSI's own name for ImageNet-30).
+_ALIASES = {
+    "cifar10": "cifar10",
+    "cifar100": "cifar100",
+    "imagenet30": "imagenet30",
+    "imagenet": "imagenet30",
+    "imagefolder": "imagefolder",
+    "folder": "imagefolder",
+    "shapes": "shapes",
+}
+
+#: CIFAR-10 classes in the official label order.
+CIFAR10_CLASSES = (
+    "airplane", "automobile", "bird", "cat", "deer",
+    "dog", "frog", "horse", "ship", "truck",
+)
+
+#: The 20 CIFAR-100 coarse (superclass) names, in the official label order.
+CIFAR100_COARSE_CLASSES = (
+    "aquatic_mammals", "fish", "flowers", "food_containers", "fruit_and_vegetables",
+    "household_electrical_devices", "household_furniture", "insects", "large_carnivores",
+    "large_man-made_outdoor_things", "large_natural_outdoor_scenes",
+    "large_omnivores_and_herbivores", "medium_mammals", "non-insect_invertebrates",
+    "people", "reptiles", "small_mammals", "trees", "vehicles_1", "vehicles_2",
+)
+
+#: CSI's hard-coded grouping of the 100 fine CIFAR-100 labels into 20
+#: "superclasses" (data reproduced from alinlab/CSI, ``datasets/datasets.py``,
+#: ``CIFAR100_SUPERCLASS``). Row k is the set of fine labels CSI treats as
+#: superclass k. It is *not* identical to the official coarse labels: several
+#: rows hold a neighbouring fine index (e.g. row 0 has 31 "elephant" where the
+#: official "aquatic_mammals" has 30 "dolphin"); the CSI authors acknowledge
+#: this in alinlab/CSI issue 21. Table 1 of CSI and of the paper were computed
+#: with this list, so it is the default here for comparability.
+CIFAR100_CSI_SUPERCLASS = (
+    (4, 31, 55, 72, 95),
+    (1, 33, 67, 73, 91),
+    (54, 62, 70, 82, 92),
+    (9, 10, 16, 29, 61),
+    (0, 51, 53, 57, 83),
+    (22, 25, 40, 86, 87),
+    (5, 20, 26, 84, 94),
+    (6, 7, 14, 18, 24),
+    (3, 42, 43, 88, 97),
+    (12, 17, 38, 68, 76),
+    (23, 34, 49, 60, 71),
+    (15, 19, 21, 32, 39),
+    (35, 63, 64, 66, 75),
+    (27, 45, 77, 79, 99),
+    (2, 11, 36, 46, 98),
+    (28, 30, 44, 78, 93),
+    (37, 50, 65, 74, 80),
+    (47, 52, 56, 59, 96),
+    (8, 13, 48, 58, 90),
+    (41, 69, 81, 85, 89),
+)
+
+#: Classes of the built-in procedural dataset (see :func:`make_shapes`).
+SHAPES_CLASSES = ("circle", "square", "triangle", "cross", "ring", "star", "stripes", "checker")
+
+#: File endings read by the ImageFolder loaders (as torchvision's ImageFolder).
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+_SHAPES_TRAIN_PER_CLASS = 600
+_SHAPES_TEST_PER_CLASS = 200
+
+_CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+_CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
+_IMAGENET30_HELP = (
+    "ImageNet-30 (Hendrycks et al., 2019, 'Using self-supervised learning can improve model "
+    "robustness and uncertainty') is distributed by https://github.com/hendrycks/ss-ood "
+    "(links 'ImageNet-30 train' and 'ImageNet-30 test'; the alinlab/CSI README links the same "
+    "files). Extract them so that the layout is\n"
+    "    {root}/one_class_train/<class>/*.JPEG\n"
+    "    {root}/one_class_test/<class>/*.JPEG\n"
+    "(30 class folders in each, CSI's layout), then pass root='{root}' or set CSIGEN_DATA so "
+    "that $CSIGEN_DATA/imagenet30 is that folder."
+)
+
+
+# --------------------------------------------------------------------------
+# The task object
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class OneClassTask:
+    """One-class train/test split held in memory as uint8 tensors.
+
+    Attributes:
+        dataset: canonical dataset name (see :func:`list_datasets`).
+        inlier: index of the inlier class (superclass for CIFAR-100).
+        inlier_name: its name.
+        class_names: names of all classes, indexed like ``test_labels``.
+        train_images: uint8 ``(N, 3, H, W)``, inlier training images only.
+        test_images: uint8 ``(M, 3, H, W)``, the whole (possibly subsampled) test split.
+        test_labels: int64 ``(M,)``, original class (or superclass) index of each test image.
+        image_size: H (= W).
+        info: free-form provenance (root, superclass mode, subsampling, ...).
+    """
+
+    dataset: str
+    inlier: int
+    inlier_name: str
+    class_names: list[str]
+    train_images: torch.Tensor = field(repr=False)
+    test_images: torch.Tensor = field(repr=False)
+    test_labels: torch.Tensor = field(repr=False)
+    image_size: int = 32
+    info: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def test_is_inlier(self) -> torch.Tensor:
+        """bool ``(M,)``: True for the inlier class's test images (AUROC label 1)."""
+        return self.test_labels == self.inlier
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def describe(self) -> str:
+        """One-line summary, e.g. for logs and notebook output."""
+        n_in = int(self.test_is_inlier.sum())
+        n_test = int(self.test_labels.numel())
+        extra = ""
+        if self.dataset == "cifar100":
+            extra = f", superclasses={self.info.get('superclasses', '?')}"
+        return (
+            f"{self.dataset}: inlier {self.inlier} ({self.inlier_name}) of {self.num_classes} classes; "
+            f"train {self.train_images.shape[0]} x 3x{self.image_size}x{self.image_size}; "
+            f"test {n_test} ({n_in} inlier / {n_test - n_in} outlier){extra}"
+        )
+
+    def __str__(self) -> str:
+        return self.describe()
+
+
+# --------------------------------------------------------------------------
+# Public helpers
+# --------------------------------------------------------------------------
+
+
+def to_float(images_uint8: torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
+    """Convert uint8 images to float32 in [0, 1], optionally moving them to ``device``.
+
+    This is the single uint8 -> float conversion of the kit; the transfer happens
+    before the conversion, so only the compact uint8 bytes cross the bus.
+    """
+    if not isinstance(images_uint8, torch.Tensor):
+        images_uint8 = torch.as_tensor(np.asarray(images_uint8))
+    if images_uint8.dtype != torch.uint8:
+        raise TypeError(
+            f"to_float expects a uint8 tensor (as stored in OneClassTask), got {images_uint8.dtype}; "
+            "images that are already float need no conversion."
+        )
+    if device is not None:
+        images_uint8 = images_uint8.to(device, non_blocking=True)
+    return images_uint8.float().div_(255.0)
+
+
+def list_datasets() -> list[str]:
+    """Names accepted by :func:`load_task`."""
+    return list(_DATASETS)
+
+
+def default_data_root() -> Path:
+    """``$CSIGEN_DATA`` if set, else ``~/.cache/csigen/data``."""
+    return Path(os.environ.get("CSIGEN_DATA") or "~/.cache/csigen/data").expanduser()
+
+
+def class_names(dataset: str, root: str | os.PathLike | None = None, cifar100_superclasses: str = "csi") -> list[str]:
+    """Class names of ``dataset`` in label order.
+
+    For ``imagefolder`` and ``imagenet30`` they are the sorted folder names under
+    ``root/<train folder>`` (so ``root`` must exist). For ``cifar100`` both
+    superclass modes use the 20 official coarse names.
+    """
+    ds = _canonical_dataset(dataset)
+    _check_superclass_mode(cifar100_superclasses)
+    if ds == "cifar10":
+        return list(CIFAR10_CLASSES)
+    if ds == "cifar100":
+        return list(CIFAR100_COARSE_CLASSES)
+    if ds == "shapes":
+        return list(SHAPES_CLASSES)
+    if ds == "imagenet30":
+        base = _imagenet30_root(root)
+        _check_imagenet30_layout(base)
+        return _folder_classes(base / "one_class_train", ds)
+    base = _imagefolder_root(root)
+    _check_imagefolder_layout(base)
+    return _folder_classes(base / "train", ds)
+
+
+# --------------------------------------------------------------------------
+# load_task
+# --------------------------------------------------------------------------
+
+
+def load_task(
+    dataset: str,
+    inlier: int | str,
+    *,
+    root: str | os.PathLike | None = None,
+    download: bool = True,
+    cifar100_superclasses: str = "csi",
+    max_train: int | None = None,
+    max_test: int | None = None,
+    seed: int = 0,
+    image_size: int | None = None,
+) -> OneClassTask:
+    """Load the one-class task of ``dataset`` with inlier class ``inlier``.
+
+    Args:
+        dataset: one of :func:`list_datasets` (case-insensitive; ``-``/``_`` ignored;
+            ``"imagenet"`` is accepted for ImageNet-30 as in CSI).
+        inlier: class index, or class name (case-insensitive).
+        root: data folder. ``cifar10``/``cifar100``: the torchvision root that holds
+            ``cifar-10-batches-py`` / ``cifar-100-python`` (default
+            :func:`default_data_root`). ``imagenet30``: the folder that holds
+            ``one_class_train`` and ``one_class_test`` (default
+            ``default_data_root()/imagenet30``). ``imagefolder``: required, a folder
+            with ``train/<class>/`` and ``test/<class>/``. Unused by ``shapes``.
+        download: CIFAR only: download through torchvision when missing.
+        cifar100_superclasses: ``"csi"`` (default) groups the 100 fine labels by CSI's
+            hard-coded list :data:`CIFAR100_CSI_SUPERCLASS`, which is what CSI's and the
+            paper's CIFAR-100 numbers use; ``"torchvision"`` uses the official
+            ``coarse_labels`` stored in the CIFAR-100 pickle files. The two differ
+            because CSI's list has wrong entries (a known bug, alinlab/CSI issue 21).
+        max_train: keep at most this many training images (seeded random subset, kept in
+            file order). For ``shapes`` it is the number generated (default 600).
+        max_test: keep at most this many test images, stratified per class (seeded).
+            For ``shapes`` it is the total generated (default 200 per class).
+        seed: seed of the subsampling (and of the ``shapes`` generator).
+        image_size: output side. Defaults: 32 (CIFAR, shapes, imagefolder), 224
+            (imagenet30). ImageFolder images of another size are resized (with the
+            default size a warning gives their count); ImageNet-30 images are resized to ``256/224 * image_size``
+            on the short side and centre-cropped (the random resized crop of CSI's
+            training then happens on the tensor side, see ``csigen.augment``).
+
+    Raises:
+        UnknownDatasetError: unknown ``dataset``.
+        ValueError: unknown class name or index out of range, bad option values.
+        DataNotFoundError: data files missing (message says where to put them).
+    """
+    ds = _canonical_dataset(dataset)
+    _check_superclass_mode(cifar100_superclasses)
+    for name, value in (("max_train", max_train), ("max_test", max_test), ("image_size", image_size)):
+        if value is not None and (not _is_int(value) or value < 1):
+            raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
+    if not _is_int(seed) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+
+    if ds == "shapes":
+        return _load_shapes(inlier, max_train, max_test, seed, image_size or 32)
+    if ds in ("cifar10", "cifar100"):
+        return _load_cifar(ds, inlier, root, download, cifar100_superclasses, max_train, max_test, seed,
+                           image_size)
+    if ds == "imagenet30":
+        base = _imagenet30_root(root)
+        _check_imagenet30_layout(base)
+        return _load_folder_task(ds, inlier, base, "one_class_train", "one_class_test", max_train, max_test,
+                                 seed, image_size or 224, center_crop=True)
+    base = _imagefolder_root(root)
+    _check_imagefolder_layout(base)
+    return _load_folder_task(ds, inlier, base, "train", "test", max_train, max_test, seed,
+                             image_size or 32, center_crop=False, explicit_size=image_size is not None)
+
+
+# --------------------------------------------------------------------------
+# Argument checks
+# --------------------------------------------------------------------------
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _canonical_dataset(dataset: str) -> str:
+    if not isinstance(dataset, str):
+        raise UnknownDatasetError(f"dataset must be a string, one of {', '.join(_DATASETS)}; got {dataset!r}")
+    key = dataset.strip().lower().replace("-", "").replace("_", "")
+    if key in _ALIASES:
+        return _ALIASES[key]
+    close = difflib.get_close_matches(key, list(_ALIASES), n=1)
+    hint = f" Did you mean '{_ALIASES[close[0]]}'?" if close else ""
+    raise UnknownDatasetError(
+        f"Unknown dataset {dataset!r}.{hint} Valid choices: {', '.join(_DATASETS)}."
+    )
+
+
+def _check_superclass_mode(mode: str) -> None:
+    if mode not in ("csi", "torchvision"):
+        raise ValueError(
+            f"cifar100_superclasses must be 'csi' (CSI's hard-coded list, the default) or 'torchvision' "
+            f"(official coarse labels); got {mode!r}"
+        )
+
+
+def _resolve_inlier(inlier: int | str, names: Sequence[str], dataset: str) -> int:
+    n = len(names)
+    if _is_int(inlier):
+        idx = int(inlier)
+        if not 0 <= idx < n:
+            raise ValueError(
+                f"Inlier index {idx} is out of range for {dataset}: valid indices are 0..{n - 1} "
+                f"({n} classes)."
+            )
+        return idx
+    if isinstance(inlier, str):
+        text = inlier.strip()
+        lowered = [c.lower() for c in names]
+        if text.lower() in lowered:
+            return lowered.index(text.lower())
+        if text.lstrip("-").isdigit():
+            return _resolve_inlier(int(text), names, dataset)
+        close = difflib.get_close_matches(text.lower(), lowered, n=1, cutoff=0.6)
+        hint = f" Did you mean '{names[lowered.index(close[0])]}'?" if close else ""
+        raise ValueError(
+            f"Unknown class {inlier!r} for {dataset}.{hint} Valid names: {', '.join(names)} "
+            f"(or an index 0..{n - 1})."
+        )
+    raise TypeError(f"inlier must be a class index (int) or a class name (str), got {type(inlier).__name__}")
+
+
+# --------------------------------------------------------------------------
+# Subsampling
+# --------------------------------------------------------------------------
+
+
+def _subsample(n: int, k: int | None, rng: np.random.Generator) -> np.ndarray:
+    """Sorted indices of a seeded random subset of size min(n, k) (all if k is None)."""
+    if k is None or k >= n:
+        return np.arange(n)
+    return np.sort(rng.choice(n, size=k, replace=False))
+
+
+def _stratified_subsample(labels: np.ndarray, k: int | None, rng: np.random.Generator) -> np.ndarray:
+    """Sorted indices of a seeded subset of size min(n, k) with per-class shares kept.
+
+    Each class gets ``floor(k * n_c / n)`` images; the rest go to the classes with
+    the largest remainders (lowest class index first on ties).
+    """
+    labels = np.asarray(labels)
+    n = labels.shape[0]
+    if k is None or k >= n:
+        return np.arange(n)
+    classes, counts = np.unique(labels, return_counts=True)
+    exact = k * counts / n
+    quota = np.floor(exact).astype(np.int64)
+    remainder = exact - quota
+    order = np.lexsort((classes, -remainder))
+    for j in order[: k - int(quota.sum())]:
+        quota[j] += 1
+    keep = []
+    for c, q in zip(classes, quota):
+        members = np.flatnonzero(labels == c)
+        keep.append(members[np.sort(rng.choice(members.shape[0], size=int(q), replace=False))])
+    return np.sort(np.concatenate(keep))
+
+
+def _rngs(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
+    return np.random.default_rng([int(seed), 0]), np.random.default_rng([int(seed), 1])
+
+
+def _resize_tensor(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize uint8 (N, 3, H, W) to (N, 3, size, size) (bilinear, antialiased)."""
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images
+    out = torch.nn.functional.interpolate(images.float(), size=(size, size), mode="bilinear",
+                                          align_corners=False, antialias=True)
+    return out.round_().clamp_(0, 255).to(torch.uint8)
+
+
+# --------------------------------------------------------------------------
+# CIFAR-10 / CIFAR-100
+# --------------------------------------------------------------------------
+
+
+def _cifar_root(root) -> Path:
+    return Path(root).expanduser() if root is not None else default_data_root()
+
+
+def _cifar_missing(ds: str, base: Path, download: bool, cause: BaseException | None = None) -> DataNotFoundError:
+    folder = "cifar-10-batches-py" if ds == "cifar10" else "cifar-100-python"
+    url = _CIFAR10_URL if ds == "cifar10" else _CIFAR100_URL
+    name = "CIFAR-10" if ds == "cifar10" else "CIFAR-100"
+    what = (f"the download failed ({type(cause).__name__}: {cause})" if cause is not None and download
+            else "download=False")
+    return DataNotFoundError(
+        f"{name} not found under {base} (expected {base / folder}/) and {what}.\n"
+        f"To fix: call load_task('{ds}', ..., download=True) on a machine with internet access "
+        f"(torchvision downloads {url}), or download that archive yourself and extract it into {base} so that "
+        f"{base / folder} exists. Pass root=... or set the CSIGEN_DATA environment variable to use another "
+        f"folder.\nOffline alternative: an ImageFolder copy (train/<class>/*.jpg, test/<class>/*.jpg) loads with "
+        f"load_task('imagefolder', inlier, root='/path/to/copy')."
+    )
+
+
+def _load_cifar(ds, inlier, root, download, superclasses, max_train, max_test, seed, image_size) -> OneClassTask:
+    names = list(CIFAR10_CLASSES if ds == "cifar10" else CIFAR100_COARSE_CLASSES)
+    idx = _resolve_inlier(inlier, names, ds)
+    base = _cifar_root(root)
+    if ds == "cifar10":
+        train_x, train_y, test_x, test_y = _read_cifar10(base, download)
+    else:
+        train_x, train_y, test_x, test_y = _read_cifar100(base, download, superclasses)
+
+    rng_train, rng_test = _rngs(seed)
+    train_x = train_x[train_y == idx]
+    train_x = train_x[_subsample(train_x.shape[0], max_train, rng_train)]
+    keep = _stratified_subsample(test_y, max_test, rng_test)
+    test_x, test_y = test_x[keep], test_y[keep]
+
+    train = torch.from_numpy(np.ascontiguousarray(train_x)).permute(0, 3, 1, 2).contiguous()
+    test = torch.from_numpy(np.ascontiguousarray(test_x)).permute(0, 3, 1, 2).contiguous()
+    size = image_size or 32
+    train, test = _resize_tensor(train, size), _resize_tensor(test, size)
+    info = {"root": str(base), "max_train": max_train, "max_test": max_test, "seed": seed}
+    if ds == "cifar100":
+        info["superclasses"] = superclasses
+    return OneClassTask(ds, idx, names[idx], names, train, test,
+                        torch.from_numpy(test_y.astype(np.int64)), size, info)
+
+
+def _read_cifar10(base: Path, download: bool):
+    """(train_x NHWC uint8, train_y, test_x, test_y) through torchvision.datasets.CIFAR10."""
+    if not download and not (base / "cifar-10-batches-py").is_dir():
+        raise _cifar_missing("cifar10", base, download)
+    from torchvision.datasets import CIFAR10
+
+    out = []
+    for train in (True, False):
+        try:
+            split = CIFAR10(str(base), train=train, download=download)
+        except Exception as err:  # offline download (URLError), corrupt files (RuntimeError), ...
+            raise _cifar_missing("cifar10", base, download, err) from err
+        out += [np.asarray(split.data, dtype=np.uint8), np.asarray(split.targets, dtype=np.int64)]
+    return tuple(out)
+
+
+def _read_cifar100(base: Path, download: bool, superclasses: str):
+    """(train_x NHWC uint8, train_superclass, test_x, test_superclass) from the pickles.
+
+    torchvision's CIFAR100 exposes only fine labels, so the pickle files are read
+    here directly (they also hold ``coarse_labels``); torchvision is used only to
+    download them.
+    """
+    folder = base / "cifar-100-python"
+    files = [folder / "train", folder / "test"]
+    if not all(f.is_file() for f in files):
+        if not download:
+            raise _cifar_missing("cifar100", base, download)
+        from torchvision.datasets import CIFAR100
+
+        try:
+            CIFAR100(str(base), train=True, download=True)
+        except Exception as err:
+            raise _cifar_missing("cifar100", base, download, err) from err
+    fine_to_csi = np.full(100, -1, dtype=np.int64)
+    for s, row in enumerate(CIFAR100_CSI_SUPERCLASS):
+        fine_to_csi[list(row)] = s
+    out = []
+    for f in files:
+        with open(f, "rb") as fh:
+            entry = pickle.load(fh, encoding="latin1")
+        x = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        if superclasses == "csi":
+            y = fine_to_csi[np.asarray(entry["fine_labels"], dtype=np.int64)]
+        else:
+            y = np.asarray(entry["coarse_labels"], dtype=np.int64)
+        out += [x, y]
+    return tuple(out)
+
+
+# --------------------------------------------------------------------------
+# Folders (ImageFolder, ImageNet-30)
+# --------------------------------------------------------------------------
+
+
+def _imagefolder_root(root) -> Path:
+    if root is None:
+        raise ValueError(
+            "dataset 'imagefolder' needs root=..., a folder with train/<class>/ and test/<class>/ "
+            "subfolders of images (e.g. root='/path/to/cifar10-jpg')."
+        )
+    return Path(root).expanduser()
+
+
+def _imagenet30_root(root) -> Path:
+    return Path(root).expanduser() if root is not None else default_data_root() / "imagenet30"
+
+
+def _check_imagefolder_layout(base: Path) -> None:
+    missing = [s for s in ("train", "test") if not (base / s).is_dir()]
+    if missing:
+        raise DataNotFoundError(
+            f"ImageFolder dataset at {base}: missing folder(s) {', '.join(str(base / m) for m in missing)}. "
+            f"Expected layout: {base}/train/<class>/*.jpg and {base}/test/<class>/*.jpg "
+            f"(one subfolder per class, the same class names in both)."
+        )
+
+
+def _check_imagenet30_layout(base: Path) -> None:
+    missing = [s for s in ("one_class_train", "one_class_test") if not (base / s).is_dir()]
+    if missing:
+        raise DataNotFoundError(
+            f"ImageNet-30 not found: missing {', '.join(str(base / m) for m in missing)}.\n"
+            + _IMAGENET30_HELP.format(root=base)
+        )
+
+
+def _folder_classes(split_dir: Path, ds: str) -> list[str]:
+    names = sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and not e.name.startswith("."))
+    if not names:
+        raise DataNotFoundError(
+            f"{ds}: {split_dir} has no class subfolders; expected {split_dir}/<class>/<image files>."
+        )
+    return names
+
+
+def _list_images(folder: Path) -> list[str]:
+    """Image files under ``folder``, recursively, in torchvision ImageFolder's order."""
+    found = []
+    for dirpath, dirnames, filenames in sorted(os.walk(folder, followlinks=True)):
+        found += [os.path.join(dirpath, f) for f in sorted(filenames)
+                  if f.lower().endswith(IMG_EXTENSIONS) and not f.startswith(".")]
+    return found
+
+
+def _load_folder_task(ds, inlier, base: Path, train_sub, test_sub, max_train, max_test, seed, size,
+                      center_crop: bool, explicit_size: bool = False) -> OneClassTask:
+    train_dir, test_dir = base / train_sub, base / test_sub
+    names = _folder_classes(train_dir, ds)
+    test_names = _folder_classes(test_dir, ds)
+    if test_names != names:
+        only_train = sorted(set(names) - set(test_names))
+        only_test = sorted(set(test_names) - set(names))
+        raise DataNotFoundError(
+            f"{ds} at {base}: class folders differ between {train_sub}/ and {test_sub}/ "
+            f"(only in {train_sub}: {only_train or '-'}; only in {test_sub}: {only_test or '-'}). "
+            f"Both must hold the same class subfolders."
+        )
+    idx = _resolve_inlier(inlier, names, ds)
+
+    train_files = _list_images(train_dir / names[idx])
+    if not train_files:
+        raise DataNotFoundError(
+            f"{ds}: no images in {train_dir / names[idx]} (looked for {', '.join(IMG_EXTENSIONS)})."
+        )
+    test_files, test_y = [], []
+    for c, name in enumerate(names):
+        files = _list_images(test_dir / name)
+        if not files:
+            raise DataNotFoundError(
+                f"{ds}: no images in {test_dir / name} (looked for {', '.join(IMG_EXTENSIONS)}); every class "
+                f"needs test images."
+            )
+        test_files += files
+        test_y += [c] * len(files)
+    test_y = np.asarray(test_y, dtype=np.int64)
+
+    rng_train, rng_test = _rngs(seed)
+    train_files = [train_files[i] for i in _subsample(len(train_files), max_train, rng_train)]
+    keep = _stratified_subsample(test_y, max_test, rng_test)
+    test_files, test_y = [test_files[i] for i in keep], test_y[keep]
+
+    if center_crop:
+        prepare = _resize_center_crop(size)
+    else:
+        prepare = _resize_exact(size)
+    train_x, n_resized = _decode_images(train_files, size, prepare, batch_jpeg=not center_crop)
+    test_x, n_resized_test = _decode_images(test_files, size, prepare, batch_jpeg=not center_crop)
+    n_resized += n_resized_test
+    if n_resized and not center_crop and not explicit_size:
+        warnings.warn(
+            f"{n_resized} of {len(train_files) + len(test_files)} images in {base} were not {size}x{size} "
+            f"and were resized to {size}x{size}.", stacklevel=3,
+        )
+    info = {"root": str(base), "max_train": max_train, "max_test": max_test, "seed": seed,
+            "resized": n_resized}
+    return OneClassTask(ds, idx, names[idx], names, torch.from_numpy(train_x), torch.from_numpy(test_x),
+                        torch.from_numpy(test_y), size, info)
+
+
+def _resize_exact(size: int) -> Callable:
+    from PIL import Image
+
+    def prepare(img):
+        if img.size != (size, size):
+            return img.resize((size, size), Image.BILINEAR), True
+        return img, False
+
+    prepare.draft_size = (size, size)
+    return prepare
+
+
+def _resize_center_crop(size: int) -> Callable:
+    """Short side to round(size * 256 / 224), then centre crop size x size (torchvision's eval pipeline)."""
+    from PIL import Image
+
+    short = round(size * 256 / 224)
+
+    def prepare(img):
+        w, h = img.size
+        if (w, h) != (size, size):
+            if w <= h:
+                nw, nh = short, int(short * h / w)
+            else:
+                nw, nh = int(short * w / h), short
+            img = img.resize((nw, nh), Image.BILINEAR)
+            left = round((nw - size) / 2.0)
+            top = round((nh - size) / 2.0)
+            img = img.crop((left, top, left + size, top + size))
+            return img, True
+        return img, False
+
+    prepare.draft_size = (short, short)
+    return prepare
+
+
+def _decode_images(files: list[str], size: int, prepare: Callable, batch_jpeg: bool) -> tuple[np.ndarray, int]:
+    """Decode ``files`` into one (n, 3, size, size) uint8 array; returns it and the number resized.
+
+    Small JPEGs (``batch_jpeg``) are decoded in batches by ``torchvision.io.decode_jpeg``
+    (libjpeg in C++, several times faster than a PIL loop for 32x32 files, same pixels); other
+    files go through PIL (``convert("RGB")``, so L/RGBA/P/CMYK modes become RGB).
+    Large images (``batch_jpeg=False``, ImageNet-30) are decoded by PIL on a thread
+    pool, where libjpeg's DCT scaling (``Image.draft``) and the released GIL pay off.
+    """
+    from PIL import Image
+
+    out = np.empty((len(files), 3, size, size), dtype=np.uint8)
+    resized = np.zeros(len(files), dtype=bool)
+
+    def finish(i: int, img) -> None:
+        img, resized[i] = prepare(img)
+        out[i] = np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
+
+    def pil_one(i: int) -> None:
+        try:
+            with Image.open(files[i]) as img:
+                # JPEG: let libjpeg decode at a reduced scale that still covers the target size.
+                img.draft("RGB", prepare.draft_size)
+                if img.mode == "P":
+                    img = img.convert("RGBA")
+                finish(i, img.convert("RGB") if img.mode != "RGB" else img)
+        except (OSError, ValueError) as err:
+            raise DataNotFoundError(f"Cannot read image {files[i]}: {err}") from err
+
+    if not batch_jpeg:
+        workers = min(16, max(2, 2 * (os.cpu_count() or 1)))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(pil_one, range(len(files))))
+        return out, int(resized.sum())
+
+    try:
+        from torchvision.io import ImageReadMode, decode_jpeg
+    except ImportError:  # a torchvision without image I/O: a plain PIL loop (threads do not help small files)
+        for i in range(len(files)):
+            pil_one(i)
+        return out, int(resized.sum())
+
+    def read_decode(chunk: list[int]) -> list[torch.Tensor] | None:
+        raw = []
+        for i in chunk:
+            with open(files[i], "rb") as fh:
+                raw.append(torch.frombuffer(bytearray(fh.read()), dtype=torch.uint8))
+        try:
+            return decode_jpeg(raw, mode=ImageReadMode.RGB)
+        except RuntimeError:  # an unusual or broken file: PIL decodes (or names) it below
+            return None
+
+    jpeg = [i for i, f in enumerate(files) if f.lower().endswith((".jpg", ".jpeg"))]
+    other = sorted(set(range(len(files))) - set(jpeg))
+    chunks = [jpeg[s:s + 512] for s in range(0, len(jpeg), 512)]
+    # File reads and decode_jpeg both release the GIL, so threads scale with cores.
+    # torchvision >= 0.29 flags its image I/O as deprecated (in favour of TorchCodec);
+    # the call works and falls back to PIL if it ever goes away, so that warning is muted here.
+    with warnings.catch_warnings(), ThreadPoolExecutor(max_workers=min(8, max(2, os.cpu_count() or 1))) as pool:
+        warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
+                                category=DeprecationWarning)
+        for chunk, decoded in zip(chunks, pool.map(read_decode, chunks)):
+            if decoded is None:
+                other += chunk
+                continue
+            for i, t in zip(chunk, decoded):
+                if t.shape[1:] == (size, size):
+                    out[i] = t.numpy()
+                else:
+                    finish(i, Image.fromarray(t.permute(1, 2, 0).numpy()))
+    for i in other:
+        pil_one(i)
+    return out, int(resized.sum())
+
+
+# --------------------------------------------------------------------------
+# Procedural shapes
+# --------------------------------------------------------------------------
+
+
+def _load_shapes(inlier, max_train, max_test, seed, size) -> OneClassTask:
+    names = list(SHAPES_CLASSES)
+    idx = _resolve_inlier(inlier, names, "shapes")
+    n_cls = len(names)
+    n_train = max_train if max_train is not None else _SHAPES_TRAIN_PER_CLASS
+    total_test = max_test if max_test is not None else _SHAPES_TEST_PER_CLASS * n_cls
+    per_class = [total_test // n_cls + (1 if c < total_test % n_cls else 0) for c in range(n_cls)]
+    train = make_shapes(idx, n_train, seed=2 * int(seed), size=size)
+    test = torch.cat([make_shapes(c, n, seed=2 * int(seed) + 1, size=size) for c, n in enumerate(per_class)])
+    labels = torch.cat([torch.full((n,), c, dtype=torch.int64) for c, n in enumerate(per_class)])
+    info = {"seed": seed, "train_seed": 2 * int(seed), "test_seed": 2 * int(seed) + 1}
+    return OneClassTask("shapes", idx, names[idx], names, train, test, labels, size, info)
+
+
+def make_shapes(class_index: int | str, n: int, seed: int = 0, size: int = 32) -> torch.Tensor:
+    """Generate ``n`` images of one procedural class as uint8 ``(n, 3, size, size)``.
+
+    Classes (:data:`SHAPES_CLASSES`): filled circle, square, equilateral triangle,
+    plus-shaped cross, ring (annulus), five-pointed star, and two full-frame
+    textures, stripes and a checkerboard. Every image draws a random background
+    (solid colour, linear gradient, or either with pixel noise), a foreground colour
+    that differs from the background by at least 0.3 in every channel, a random
+    position, size and rotation (textures: random period, angle and phase).
+    Edges are anti-aliased from a signed distance, everything is vectorised over
+    the batch with numpy (about 0.3 s of CPU for 2200 images at 32x32).
+
+    Deterministic: the same ``(class_index, n, seed, size)`` gives identical bytes,
+    and image i does not depend on n.
+    """
+    if isinstance(class_index, str):
+        class_index = _resolve_inlier(class_index, SHAPES_CLASSES, "shapes")
+    if not _is_int(class_index) or not 0 <= int(class_index) < len(SHAPES_CLASSES):
+        raise ValueError(
+            f"class_index must be 0..{len(SHAPES_CLASSES) - 1} or a name in {SHAPES_CLASSES}, got {class_index!r}"
+        )
+    if not _is_int(n) or n < 0:
+        raise ValueError(f"n must be a non-negative integer, got {n!r}")
+    if not _is_int(seed) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    c = int(class_index)
+    if n == 0:
+        return torch.zeros((0, 3, size, size), dtype=torch.uint8)
+    f32 = np.float32
+    # One generator per image index, so image i does not depend on n.
+    params = np.empty((n, 16), dtype=np.float64)
+    noise = np.zeros((n, 3, size, size), dtype=f32)
+    for i in range(n):
+        rng = np.random.default_rng([int(seed), c, i, 0x5EED])
+        params[i] = rng.random(16)
+        if params[i, 14] >= 0.5:  # background kinds 2 and 3 carry pixel noise (see bg_kind below)
+            noise[i] = rng.random((3, size, size), dtype=f32)
+    noise -= np.where(params[:, 14] >= 0.5, f32(0.5), f32(0.0)).astype(f32)[:, None, None, None]
+    p = params.astype(f32)
+
+    coords = ((np.arange(size, dtype=f32) + 0.5) / size) * 2 - 1  # pixel centres in [-1, 1]
+    ys, xs = coords[None, :, None], coords[None, None, :]  # (1, S, 1), (1, 1, S)
+    px = 2.0 / size  # one pixel in normalised units
+
+    # Geometry: centre, radius (normalised), rotation.
+    cx = (p[:, 0] * 0.5 - 0.25)[:, None, None]
+    cy = (p[:, 1] * 0.5 - 0.25)[:, None, None]
+    r = (0.40 + 0.30 * p[:, 2])[:, None, None]
+    theta = (p[:, 3] * 2 * np.pi)[:, None, None]
+    cos_t, sin_t = np.cos(theta), np.sin(theta)
+    dx, dy = xs - cx, ys - cy
+    u = (cos_t * dx + sin_t * dy) / r  # shape-local coordinates, radius 1
+    v = (-sin_t * dx + cos_t * dy) / r
+
+    name = SHAPES_CLASSES[c]
+    if name in ("stripes", "checker"):
+        period = (5.0 + 5.0 * p[:, 4])[:, None, None] * px  # 5..10 pixels
+        su = np.sin(2 * np.pi * (u * r) / period)
+        if name == "stripes":
+            alpha = np.clip(0.5 + 2.0 * su, 0.0, 1.0)
+        else:
+            sv = np.sin(2 * np.pi * (v * r) / period)
+            alpha = np.clip(0.5 + 12.0 * su * sv, 0.0, 1.0)
+    else:
+        rho = np.sqrt(u * u + v * v)
+        if name == "circle":
+            sd = rho - 1.0
+        elif name == "square":
+            sd = np.maximum(np.abs(u), np.abs(v)) - 0.8
+        elif name == "triangle":
+            angles = -np.pi / 2 + 2 * np.pi * np.arange(3) / 3
+            sd = np.max(np.stack([u * np.cos(a) + v * np.sin(a) for a in angles]), axis=0) - 0.5
+        elif name == "cross":
+            w = 0.3
+            sd = np.minimum(np.maximum(np.abs(u) - 1.0, np.abs(v) - w), np.maximum(np.abs(u) - w, np.abs(v) - 1.0))
+        elif name == "ring":
+            sd = np.abs(rho - 0.72) - 0.22
+        else:  # star: radius oscillates between 0.38 and 1.05 over 5 points
+            phi = np.arctan2(v, u)
+            t = (phi * 5 / (2 * np.pi)) % 1.0
+            tri = np.abs(2 * t - 1)  # 1 at the points, 0 between
+            sd = (rho - (0.38 + 0.67 * tri)) * 0.8
+        alpha = np.clip(0.5 - sd * r / px, 0.0, 1.0)  # anti-aliased over ~1 pixel
+
+    # Colours.
+    c0 = p[:, 5:8]  # background base colour
+    c1 = np.clip(c0 + (p[:, 8:11] - 0.5) * 0.8, 0.0, 1.0)
+    fg = (c0 + 0.3 + 0.4 * p[:, 11:14]) % 1.0  # >= 0.3 away from c0 in every channel (circularly)
+    bg_kind = np.floor(p[:, 14] * 4).astype(np.int64)  # 0 solid, 1 gradient, 2 noise, 3 gradient + noise
+    grad_angle = (p[:, 15] * 2 * np.pi)[:, None, None]
+    t_grad = np.clip((np.cos(grad_angle) * xs + np.sin(grad_angle) * ys) * 0.5 + 0.5, 0.0, 1.0)
+    t_grad = t_grad * ((bg_kind == 1) | (bg_kind == 3))[:, None, None]
+    bg = c0[:, :, None, None] + (c1 - c0)[:, :, None, None] * t_grad[:, None]
+    img = bg * (1 - alpha[:, None]) + fg[:, :, None, None] * alpha[:, None]
+    img = img + f32(0.25) * noise  # uniform noise, std 0.07, on noisy kinds only (zeros elsewhere)
+    out = np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
+    return torch.from_numpy(out)

@@ -1,0 +1,158 @@
+"""Algorithm 1 end to end on the built-in shapes data (CPU)."""
+
+import json
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from csigen.config import ConfigError, make_config
+from csigen.data import load_task
+from csigen.train import Callback, NonFiniteLossError, Trainer, run
+
+
+def tiny(variant, **kw):
+    base = dict(dataset="shapes", inlier="circle", variant=variant, epochs=10, max_steps=4, batch_size=4,
+                gan_every=2, max_train=16, max_test=32, eval_samples=1, checkpoint_every_steps=None)
+    base.update(kw)
+    return make_config("smoke", **base)
+
+
+@pytest.fixture(scope="module")
+def task():
+    return load_task("shapes", "circle", max_train=16, max_test=32)
+
+
+class Recorder(Callback):
+    def __init__(self):
+        self.steps, self.epochs, self.checkpoints = [], [], []
+
+    def on_step(self, trainer, record):
+        self.steps.append(record)
+
+    def on_epoch(self, trainer, epoch):
+        self.epochs.append(epoch)
+
+    def on_checkpoint(self, trainer, path):
+        self.checkpoints.append(path)
+
+
+@pytest.mark.parametrize("variant,keys", [
+    ("csi", {"csi", "con_si", "cls_si"}),
+    ("csi+g", {"csi", "d", "g_adv", "csi_s", "joint"}),
+    ("full", {"csi", "d", "g_adv", "csi_s", "ld", "e_adv", "rec", "lrec", "joint"}),
+])
+def test_each_variant_trains_and_writes_its_files(tmp_path, task, variant, keys):
+    rec = Recorder()
+    result = run(tiny(variant), tmp_path, task=task, callbacks=[rec], progress=False)
+    for name in ("config.json", "history.csv", "checkpoint.pt", "scores.npz", "result.json"):
+        assert (tmp_path / name).is_file(), name
+    history = pd.read_csv(tmp_path / "history.csv")
+    assert len(history) == 4 and keys <= set(history.columns)
+    gan_steps = history["step"] % 2 == 0
+    assert history.loc[gan_steps, sorted(keys)].map(math.isfinite).all().all()
+    assert history.loc[~gan_steps, ["csi", "con_si", "cls_si"]].map(math.isfinite).all().all()
+    assert len(rec.steps) == 4 and rec.checkpoints
+    saved = json.loads((tmp_path / "result.json").read_text())
+    assert saved["variant"] == variant and saved["inlier_name"] == "circle"
+    assert 0.0 <= saved["auroc"] <= 1.0 and saved["steps"] == 4
+    for key in ("dataset", "inlier", "preset", "seed", "seconds", "device", "csigen_version", "git_commit",
+                "torch_version"):
+        assert key in saved
+    assert result["auroc"] == saved["auroc"]
+
+
+def test_finished_run_is_not_redone(tmp_path, task):
+    cfg = tiny("csi", max_steps=2)
+    first = run(cfg, tmp_path, task=task, progress=False)
+    mtime = (tmp_path / "checkpoint.pt").stat().st_mtime_ns
+    again = run(cfg, tmp_path, task=task, progress=False)
+    assert again == first and (tmp_path / "checkpoint.pt").stat().st_mtime_ns == mtime
+
+
+def weights(trainer):
+    return {f"{n}.{k}": v.clone() for n, net in trainer.nets.items() for k, v in net.state_dict().items()}
+
+
+@pytest.mark.parametrize("variant", ["csi", "full"])
+def test_resume_matches_uninterrupted_run(tmp_path, task, variant):
+    cfg = tiny(variant, max_steps=5)
+    straight = Trainer(cfg, tmp_path / "a", task=task, progress=False).fit()
+    first = Trainer(cfg, tmp_path / "b", task=task, progress=False).fit(stop_after_steps=3)
+    assert first.step == 3
+    resumed = Trainer(cfg, tmp_path / "b", task=task, progress=False).fit(resume=True)
+    assert resumed.step == 5
+    a, b = weights(straight), weights(resumed)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert pd.DataFrame(straight.history).drop(columns="seconds").equals(
+        pd.DataFrame(resumed.history).drop(columns="seconds"))
+
+
+def test_same_seed_same_result_different_seed_differs(tmp_path, task):
+    r1 = run(tiny("csi", max_steps=2), tmp_path / "1", task=task, progress=False)
+    r2 = run(tiny("csi", max_steps=2), tmp_path / "2", task=task, progress=False)
+    r3 = run(tiny("csi", max_steps=2, seed=1), tmp_path / "3", task=task, progress=False)
+    assert r1["auroc"] == r2["auroc"]
+    h1 = pd.read_csv(tmp_path / "1" / "history.csv")
+    h3 = pd.read_csv(tmp_path / "3" / "history.csv")
+    assert not h1["csi"].equals(h3["csi"])
+
+
+def test_nonfinite_loss_stops_with_a_clear_message_and_no_nan_checkpoint(tmp_path, task):
+    trainer = Trainer(tiny("csi+g"), tmp_path, task=task, progress=False)
+    trainer.fit(stop_after_steps=1)
+    good = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["step"]
+    with torch.no_grad():
+        for p in trainer.nets.G.parameters():
+            p.fill_(float("nan"))
+    with pytest.raises(NonFiniteLossError, match=r"loss '(d|g_adv|csi_s)' is nan at step 1"):
+        trainer.fit(resume=False)
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["step"] == good
+    with pytest.raises(NonFiniteLossError, match="refusing to checkpoint"):
+        trainer.save_checkpoint()
+
+
+def test_rollback_lowers_learning_rate_and_continues(tmp_path, task):
+    cfg = tiny("csi+g", on_nonfinite="rollback", max_steps=4)
+    trainer = Trainer(cfg, tmp_path, task=task, progress=False)
+    trainer.fit(stop_after_steps=1)
+    real_gan_block = trainer._gan_block
+    calls = {"n": 0}
+
+    def flaky(X, kw):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise NonFiniteLossError("loss 'd' is nan at step 1 (simulated)")
+        return real_gan_block(X, kw)
+
+    trainer._gan_block = flaky
+    with pytest.warns(RuntimeWarning, match="rolled back to step 1"):
+        trainer.fit(resume=False)
+    assert trainer.step == 4 and trainer.lr_scale == 0.5 and trainer.rollbacks == 1
+
+
+def test_checkpoint_from_another_setup_is_refused(tmp_path, task):
+    from csigen.checkpoint import CheckpointError
+
+    Trainer(tiny("csi", max_steps=1), tmp_path, task=task, progress=False).fit()
+    other = Trainer(tiny("full", max_steps=1), tmp_path, task=task, progress=False)
+    with pytest.raises(CheckpointError, match="variant: checkpoint has 'csi', this run has 'full'"):
+        other.fit(resume=True)
+
+
+def test_bad_config_values_are_named():
+    with pytest.raises(ConfigError, match="variant"):
+        make_config("smoke", variant="gan")
+    with pytest.raises(ConfigError, match="unknown preset 'fast'"):
+        make_config("fast")
+    with pytest.raises(ConfigError, match="batch_size"):
+        make_config("smoke", batch_size=1)
+
+
+def test_gpu_preset_on_cpu_warns_with_an_estimate(task):
+    with pytest.warns(RuntimeWarning, match=r"meant for a GPU.*about [0-9.]+ h"):
+        Trainer(make_config("paper", dataset="shapes", max_train=16, device="cpu"), None, task=task,
+                progress=False)
