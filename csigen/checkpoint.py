@@ -73,6 +73,20 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete temporary files left by a process killed mid-write (``.<name>.*.tmp``)."""
+    removed = []
+    for path in Path(folder).glob(".*.tmp"):
+        if path.name.startswith(".write-test."):
+            continue
+        try:
+            path.unlink()
+            removed.append(path)
+        except OSError:
+            pass
+    return removed
+
+
 def check_writable(folder: str | os.PathLike) -> Path:
     """Create ``folder`` if needed and prove we can write there, before long work starts."""
     folder = Path(folder)

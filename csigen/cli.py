@@ -63,6 +63,25 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0, help="seed of the evaluation's random draws")
     e.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
 
+    w = sub.add_parser("sweep", help="train and evaluate many one-class tasks (resumable)",
+                       description="Run every (inlier, variant, seed) into OUT/<dataset>-<inlier>-<variant>-"
+                                   "<preset>-s<seed>; finished runs are read back, an interrupted one resumes. "
+                                   "Prints the table of measured vs paper AUROC last.")
+    w.add_argument("--dataset", default="shapes", help="as for train")
+    w.add_argument("--inliers", nargs="*", default=None, help="inlier classes (default: every class)")
+    w.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS, help="variants to run")
+    w.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds to run")
+    w.add_argument("--preset", default="smoke", choices=sorted(PRESETS), help="preset for every run")
+    w.add_argument("--data-root", default=None, help="as for train")
+    w.add_argument("--out", default="runs/sweep", help="root folder of the sweep")
+    w.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    w.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    r = sub.add_parser("table", help="measured AUROC of finished runs beside the paper's numbers",
+                       description="Collect every result.json under --runs and print the mean AUROC per dataset "
+                                   "and variant beside the paper's (labelled 'paper').")
+    r.add_argument("--runs", default="runs", help="folder to search for result.json files")
+
     sub.add_parser("presets", help="list the presets and what each costs")
     return parser
 
@@ -86,7 +105,9 @@ def cmd_train(args: argparse.Namespace) -> dict:
         if value is not None:
             overrides[name] = value
     config = make_config(args.preset, **overrides)
-    out = Path(args.out or f"runs/{args.dataset}-{args.inlier}-{args.variant}-{args.preset}-s{args.seed}")
+    from csigen.results import run_dir
+
+    out = Path(args.out) if args.out else run_dir("runs", config)
     existing = [name for name in ("checkpoint.pt", "result.json") if (out / name).exists()]
     if existing and not (args.resume or args.force):
         raise FileExistsError(
@@ -111,6 +132,35 @@ def cmd_eval(args: argparse.Namespace) -> dict:
         "variant": config.variant, "steps": trainer.step}
 
 
+def cmd_sweep(args: argparse.Namespace) -> dict:
+    from csigen.config import make_config
+    from csigen.data import class_names
+    from csigen.results import collect, compare_with_paper, sweep
+
+    inliers = args.inliers or class_names(args.dataset, root=args.data_root)
+    configs = [make_config(args.preset, dataset=args.dataset, inlier=_inlier(c), variant=v, seed=s,
+                           data_root=args.data_root, device=args.device)
+               for s in args.seeds for c in inliers for v in args.variants]
+    sweep(configs, args.out, progress=not args.no_progress)
+    table = compare_with_paper(collect(args.out))
+    print(table.to_string(index=False))
+    return {"runs": len(configs), "out": args.out}
+
+
+def cmd_table(args: argparse.Namespace) -> dict:
+    from csigen.results import collect, compare_with_paper
+
+    runs = collect(args.runs)
+    if runs.empty:
+        raise FileNotFoundError(f"no finished runs (result.json) under {args.runs!r}")
+    table = compare_with_paper(runs)
+    print(table.to_string(index=False))
+    return {"runs": len(runs)}
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "sweep": cmd_sweep, "table": cmd_table}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -119,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{p.name:6s} {p.doc}")
         return 0
     try:
-        result = cmd_train(args) if args.command == "train" else cmd_eval(args)
+        result = COMMANDS[args.command](args)
     except (ValueError, OSError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

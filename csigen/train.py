@@ -52,6 +52,7 @@ from csigen.checkpoint import (
     check_compatible,
     check_writable,
     load_checkpoint,
+    remove_stale_temporaries,
     save_checkpoint,
 )
 from csigen.config import TrainConfig
@@ -164,6 +165,8 @@ class Trainer:
 
         self.config = config
         self.out_dir = check_writable(out_dir) if out_dir is not None else None
+        if self.out_dir is not None:
+            remove_stale_temporaries(self.out_dir)
         self.device = resolve_device(config.device)
         self.callbacks = list(callbacks)
         self.progress = progress

@@ -156,3 +156,21 @@ def test_gpu_preset_on_cpu_warns_with_an_estimate(task):
     with pytest.warns(RuntimeWarning, match=r"meant for a GPU.*about [0-9.]+ h"):
         Trainer(make_config("paper", dataset="shapes", max_train=16, device="cpu"), None, task=task,
                 progress=False)
+
+
+def test_out_of_memory_suggests_a_smaller_batch(task):
+    trainer = Trainer(tiny("csi"), None, task=task, progress=False)
+
+    def oom():
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    trainer.train_step = oom
+    with pytest.raises(torch.cuda.OutOfMemoryError, match="smaller batch_size"):
+        trainer.fit()
+
+
+def test_unwritable_output_is_refused_before_training(tmp_path, task):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(PermissionError, match="not writable"):
+        Trainer(tiny("csi"), blocker / "run", task=task, progress=False)
