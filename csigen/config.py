@@ -171,11 +171,12 @@ PRESETS: dict[str, Preset] = {
         Preset(
             "smoke",
             dict(
-                epochs=1, max_steps=6, batch_size=8, gan_every=2, eval_samples=1, max_train=64,
-                max_test=96, g_channels=32, d_channels=32, e_channels=32, warmup_epochs=0.0,
-                eval_batch_size=128, checkpoint_every_steps=3,
+                epochs=1, max_steps=4, batch_size=4, gan_every=2, eval_samples=1, max_train=32,
+                max_test=64, g_channels=32, d_channels=32, e_channels=32, warmup_epochs=0.0,
+                eval_batch_size=128, checkpoint_every_steps=2,
             ),
-            "Seconds on a CPU; for tests, CI and the notebooks' smoke mode. Numbers mean nothing.",
+            "About 10-30 s per run on a 2-core CPU (4 steps of 4 images); for tests, CI and the notebooks' "
+            "smoke mode. Its numbers mean nothing.",
         ),
         Preset(
             "cpu",
