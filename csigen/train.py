@@ -211,6 +211,13 @@ class Trainer:
         from csigen.optim import build_f_optimizer
 
         c = self.config
+        if self.device.type == "cuda":
+            # speed by default; bit-reproducible GPU runs with deterministic=True (and amp=False)
+            torch.backends.cudnn.benchmark = not c.deterministic
+            torch.backends.cudnn.deterministic = c.deterministic
+        if c.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True, warn_only=True)
         torch.manual_seed(c.seed)
         size = self.task.image_size
         F = models.ResNet18(variant="imagenet" if size >= 128 else "cifar", num_shifts=c.num_shifts)

@@ -55,3 +55,14 @@ def test_import_has_no_side_effects():
             "if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_readme_badges_follow_repo_url():
+    import csigen
+
+    readme = (ROOT / "README.md").read_text()
+    owner_repo = csigen.REPO_URL.removeprefix("https://github.com/")
+    for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        url = f"https://colab.research.google.com/github/{owner_repo}/blob/{csigen.REPO_BRANCH}/notebooks/{nb.name}"
+        assert url in readme, f"README lacks the Colab badge of {nb.name}: {url}"
+    assert csigen.REPO_URL in readme

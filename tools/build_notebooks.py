@@ -124,6 +124,14 @@ loaded in a second, and an interrupted run resumes from its last `checkpoint.pt`
 (`run(..., resume=True)`, written every few minutes). So after a Colab disconnect, reconnect and
 *Run all*. Set `USE_DRIVE = True` to keep the folders on Google Drive
 (`/content/drive/MyDrive/csigen-runs`), since a new Colab runtime starts with an empty disk.
+
+**Reproducibility.** Each `result.json` records the seed, the config, the package versions, the
+device and the git commit. On a CPU two runs with the same seed and config give identical numbers
+(a test checks this). On a GPU they can differ in the last digits, and after many steps by more:
+cuDNN picks convolution algorithms by speed (`cudnn.benchmark`), some CUDA kernels add in a
+non-deterministic order, and mixed precision rounds differently. For bit-identical GPU runs pass
+`deterministic=True` to `make_config` (it turns on `torch.use_deterministic_algorithms`, disables
+the cuDNN autotuner and sets `CUBLAS_WORKSPACE_CONFIG`), at some cost in speed, and `amp=False`.
 """)
 
 SETUP = r"""
