@@ -117,9 +117,10 @@ class BasicBlock(nn.Module):
             self.shortcut = nn.Sequential()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
+        out = F.relu(self.bn1(self.conv1(x)), inplace=True)
         out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
+        out += self.shortcut(x)  # in place, as CSI: BatchNorm's backward does not need its output
+        return F.relu(out, inplace=True)
 
 
 class ResNet18(nn.Module):
