@@ -152,7 +152,7 @@ if IN_COLAB and USE_DRIVE:
 GPU = torch.cuda.is_available()
 if not GPU:
     print("No GPU: this runs on the CPU. In Colab: Runtime > Change runtime type > T4 GPU, then run all.\n"
-          "What a CPU run can show: preset 'cpu' trains a few hundred steps on 1,000 images, enough to see "
+          "What a CPU run can show: preset 'cpu' trains 120 steps on 1,000 images, enough to see "
           "every part of the method work, with an AUROC well below the paper's.")
 
 
@@ -202,8 +202,8 @@ features into an anomaly detector. Notebooks 02 and 03 add the generator and the
     r"""
 | where | preset | data | time |
 |---|---|---|---|
-| CPU, smoke mode (`CSIGEN_SMOKE=1`) | `smoke`: 6 steps of 8 images | built-in `shapes` | 2.4-3 min measured (2-core CPU shared with other jobs) |
-| CPU | `cpu`: 240 steps of 32 images, 1,000 training images | one CIFAR-10 class | about 15 min (the preset's budget) |
+| CPU, smoke mode (`CSIGEN_SMOKE=1`) | `smoke`: 4 steps of 4 images | built-in `shapes` | 1-3 min (2-core CPU; the upper end when shared with other jobs) |
+| CPU | `cpu`: 120 steps of 16 images, 1,000 training images | one CIFAR-10 class | about 10 min |
 | Colab T4 GPU | `quick`: 100 epochs of 64 images | one CIFAR-10 class | about 30 min: an **estimate**, not yet measured |
 """,
     imports="""
@@ -425,8 +425,8 @@ compares against (its run is reused if present, else trained here).
     r"""
 | where | preset | data | time |
 |---|---|---|---|
-| CPU, smoke mode (`CSIGEN_SMOKE=1`) | `smoke`: 6 steps, GAN block every 2 | built-in `shapes` | 1.2-4.4 min measured with notebook 01's run present (2-core CPU shared with other jobs) |
-| CPU | `cpu`: 240 steps, G/D of 64 channels | one CIFAR-10 class | about 25 min, plus 15 min if notebook 01's run is missing; FID on 1,000 samples adds several minutes |
+| CPU, smoke mode (`CSIGEN_SMOKE=1`) | `smoke`: 4 steps, GAN block every 2 | built-in `shapes` | 1-4 min with notebook 01's run present (2-core CPU) |
+| CPU | `cpu`: 120 steps, G/D of 64 channels | one CIFAR-10 class | about 15 min, plus 10 min if notebook 01's run is missing; FID on 1,000 samples adds several minutes |
 | Colab T4 GPU | `quick`: 100 epochs of 64 images | one CIFAR-10 class | about 45 min, plus 30 min without notebook 01's run: **estimates**, not yet measured |
 """,
     imports="""
@@ -632,8 +632,8 @@ reconstructions (the paper's Figure 2) and puts the three variants side by side 
     r"""
 | where | preset | data | time |
 |---|---|---|---|
-| CPU, smoke mode (`CSIGEN_SMOKE=1`) | `smoke`: 6 steps, GAN block every 2 | built-in `shapes` | 4.1-4.5 min measured with the runs of 01 and 02 present (2-core CPU shared with other jobs) |
-| CPU | `cpu`: 240 steps, G/E/D of 64 channels | one CIFAR-10 class | about 30 min, plus about 40 min if the runs of notebooks 01 and 02 are missing |
+| CPU, smoke mode (`CSIGEN_SMOKE=1`) | `smoke`: 4 steps, GAN block every 2 | built-in `shapes` | 1-4 min with the runs of 01 and 02 present (2-core CPU) |
+| CPU | `cpu`: 120 steps, G/E/D of 64 channels | one CIFAR-10 class | about 15 min, plus about 25 min if the runs of notebooks 01 and 02 are missing |
 | Colab T4 GPU | `quick`: 100 epochs of 64 images | one CIFAR-10 class | about 1 h, plus about 75 min without the runs of 01 and 02: **estimates**, not yet measured |
 """,
     imports="""
