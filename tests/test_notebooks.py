@@ -1,4 +1,4 @@
-"""Static checks of notebooks/*.ipynb (running them is `pytest --nbmake`, configured in pyproject.toml).
+"""Static checks of notebooks/*.ipynb (tests/test_notebooks_execute.py runs them with nbmake).
 
 Each notebook: kernel python3, committed stripped, a Colab badge to its own
 path and an install cell, both built from csigen.REPO_URL / REPO_BRANCH, and a
