@@ -307,9 +307,11 @@ class Trainer:
         from csigen.data import to_float
 
         epoch, index = divmod(self.step, self.steps_per_epoch)
-        g = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
-        perm = torch.randperm(self.train_images.shape[0], generator=g)
-        idx = perm[index * self.batch_size:(index + 1) * self.batch_size].to(self.device)
+        if getattr(self, "_perm_epoch", None) != epoch:  # the order is a function of (seed, epoch): resumable
+            g = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
+            self._perm = torch.randperm(self.train_images.shape[0], generator=g).to(self.device)
+            self._perm_epoch = epoch
+        idx = self._perm[index * self.batch_size:(index + 1) * self.batch_size]
         x = to_float(self.train_images[idx], device=self.device)
         if self.config.channels_last and self.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
