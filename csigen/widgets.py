@@ -51,7 +51,6 @@ def run_picker(runs_dir) -> Interactive:
     (None when there is no finished run).
     """
     import ipywidgets as widgets
-    from IPython.display import clear_output
 
     root = Path(runs_dir)
     runs = finished_runs(root)
@@ -67,8 +66,8 @@ def run_picker(runs_dir) -> Interactive:
     def update(change=None) -> dict:
         path = Path(dropdown.value)
         result = json.loads((path / "result.json").read_text())
+        output.outputs = ()  # replace, not clear_output(wait=True), which can stall nbclient
         with output:
-            clear_output(wait=True)
             print(path)
             print(json.dumps(result, indent=2, sort_keys=True, default=str))
         return result
@@ -90,7 +89,7 @@ def augmentation_explorer(images, n_views: int = 6, seed: int = 0) -> Interactiv
     """
     import ipywidgets as widgets
     import torch
-    from IPython.display import clear_output, display
+    from IPython.display import display
     from matplotlib.figure import Figure
 
     from csigen.augment import SimCLRAugment
@@ -121,8 +120,8 @@ def augmentation_explorer(images, n_views: int = 6, seed: int = 0) -> Interactiv
                            title=f"crop {lo:.2f}-{hi:.2f}, jitter s={s:.2f} (p={p_jitter.value:.2f}), "
                                  f"gray p={p_gray.value:.2f}")
         fig.tight_layout()
+        output.outputs = ()  # replace, not clear_output(wait=True), which can stall nbclient
         with output:
-            clear_output(wait=True)
             display(figure_png(fig))
         return fig
 
