@@ -117,15 +117,11 @@ def cmd_train(args: argparse.Namespace) -> dict:
 
 
 def cmd_eval(args: argparse.Namespace) -> dict:
-    from csigen.checkpoint import load_checkpoint
-    from csigen.config import TrainConfig
-    from csigen.train import Trainer, resolve_device
+    from csigen.train import Trainer
 
     run_dir = Path(args.run)
-    state = load_checkpoint(run_dir / "checkpoint.pt", map_location=resolve_device(args.device))
-    config = TrainConfig.from_dict({**state["config"], "device": args.device})
-    trainer = Trainer(config, None, progress=False)
-    trainer.load_state_dict(state, run_dir / "checkpoint.pt")
+    trainer = Trainer.from_run(run_dir, device=args.device)
+    config = trainer.config
     ev = trainer.evaluate(score=args.score, eval_samples=args.eval_samples, seed=args.seed)
     return {k: v for k, v in ev.items() if k not in ("scores", "labels", "is_inlier")} | {
         "run": str(run_dir), "dataset": config.dataset, "inlier": trainer.task.inlier,

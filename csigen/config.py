@@ -182,12 +182,14 @@ PRESETS: dict[str, Preset] = {
         Preset(
             "cpu",
             dict(
-                epochs=4, max_steps=120, batch_size=16, gan_every=5, eval_samples=1, max_train=1000,
+                epochs=4, max_steps=80, batch_size=16, gan_every=5, eval_samples=1, max_train=1000,
                 max_test=1000, g_channels=64, d_channels=64, e_channels=64, warmup_epochs=0.5,
             ),
-            "A meaningful run on a 2-core CPU for one CIFAR-10 class: 120 steps of 16 images (1,000 "
-            "training images, 1,000 stratified test images, R = 1, G/E/D at 64 channels); about "
-            "3 s per step for csi and 5 s for full, i.e. under 15 minutes with evaluation.",
+            "A meaningful run on a 2-core CPU for one CIFAR-10 class: 80 steps of 16 images (1,000 "
+            "training images, 1,000 stratified test images, R = 1, G/E/D at 64 channels). Measured on "
+            "an idle 2-core CPU (CIFAR-10 automobile, 2026-11-29): csi 9 min (5.1 s/step + 2.3 min "
+            "evaluation), csi+g 13 min, full 13.5 min (8.4 s/step). AUROC about 0.75-0.79 on "
+            "automobile, below 0.5 on cat: a demonstration that every part works, not a result.",
         ),
         Preset(
             "quick",

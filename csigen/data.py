@@ -48,6 +48,7 @@ __all__ = [
     "default_data_root",
     "list_datasets",
     "load_task",
+    "load_task_for",
     "make_shapes",
     "to_float",
 ]
@@ -342,6 +343,19 @@ def load_task(
     _check_imagefolder_layout(base)
     return _load_folder_task(ds, inlier, base, "train", "test", max_train, max_test, seed,
                              image_size or 32, center_crop=False, explicit_size=image_size is not None)
+
+
+def load_task_for(config) -> OneClassTask:
+    """The task a run of ``config`` (a :class:`csigen.config.TrainConfig`) trains and is scored on.
+
+    The one place that maps a config's data fields (dataset, inlier, data_root,
+    download, max_train, max_test, seed, cifar100_superclasses) onto
+    :func:`load_task`; :class:`csigen.train.Trainer` and the notebooks both use it,
+    so a notebook always looks at the data its run was trained on.
+    """
+    return load_task(config.dataset, config.inlier, root=config.data_root, download=config.download,
+                     max_train=config.max_train, max_test=config.max_test, seed=config.seed,
+                     cifar100_superclasses=config.cifar100_superclasses)
 
 
 # --------------------------------------------------------------------------

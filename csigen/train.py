@@ -59,9 +59,11 @@ from csigen.config import TrainConfig
 
 __all__ = ["Callback", "NonFiniteLossError", "Trainer", "run", "load_result", "resolve_device"]
 
-#: Measured seconds per CSI step of 32 images on a 2-core CPU (bench/train_step.py); used for estimates.
-CPU_SECONDS_PER_32_IMAGES = 2.5
-GAN_OVERHEAD = {"csi": 1.0, "csi+g": 1.6, "full": 2.0}
+#: Seconds per csi training step of 32 images on an idle 2-core CPU, and the time of a step of each
+#: variant relative to csi (preset cpu on CIFAR-10, 2026-11-29: 5.1 s per step of 16 images for csi,
+#: 8.2 for csi+g, 8.4 for full; bench/gan_overhead.py); used only for the GPU-preset-on-CPU warning.
+CPU_SECONDS_PER_32_IMAGES = 10.0
+GAN_OVERHEAD = {"csi": 1.0, "csi+g": 1.6, "full": 1.65}
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -170,11 +172,7 @@ class Trainer:
         self.device = resolve_device(config.device)
         self.callbacks = list(callbacks)
         self.progress = progress
-        self.task = task if task is not None else data_mod.load_task(
-            config.dataset, config.inlier, root=config.data_root, download=config.download,
-            max_train=config.max_train, max_test=config.max_test, seed=config.seed,
-            cifar100_superclasses=config.cifar100_superclasses,
-        )
+        self.task = task if task is not None else data_mod.load_task_for(config)
         n_train = self.task.train_images.shape[0]
         if n_train < 2:
             raise ValueError(f"the inlier class has {n_train} training images; at least 2 are needed")
@@ -461,6 +459,30 @@ class Trainer:
             return False
         self.load_state_dict(load_checkpoint(path, map_location=self.device), path)
         return True
+
+    @classmethod
+    def from_run(cls, run_dir: str | os.PathLike, *, config: TrainConfig | None = None, task=None,
+                 device: str | None = None) -> "Trainer":
+        """The networks of a run, loaded from ``run_dir/checkpoint.pt``, for inspection or scoring.
+
+        The run's config comes from the checkpoint; ``config``, when given (a
+        notebook's current settings), must describe the same model, otherwise a
+        :class:`~csigen.checkpoint.CheckpointError` names each differing field.
+        ``device`` overrides the device the run was trained on (e.g. ``"cpu"``).
+        The returned trainer writes nothing: its ``out_dir`` is None.
+        """
+        path = Path(run_dir) / "checkpoint.pt"
+        if not path.exists():
+            raise FileNotFoundError(
+                f"no checkpoint in {str(run_dir)!r}: train the run first (csigen.train.run(config, run_dir) or "
+                "`python -m csigen train ... --out DIR`), or check the folder")
+        state = load_checkpoint(path, map_location="cpu")
+        saved = TrainConfig.from_dict({**state["config"], **({"device": device} if device else {})})
+        if config is not None:
+            check_compatible(saved.model_signature(), config.model_signature(), path)
+        trainer = cls(saved, None, task=task, progress=False)
+        trainer.load_state_dict(state, path)
+        return trainer
 
     # ------------------------------------------------------------- training
     @property

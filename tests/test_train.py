@@ -1,5 +1,6 @@
 """Algorithm 1 end to end on the built-in shapes data (CPU)."""
 
+import dataclasses
 import json
 import math
 
@@ -141,6 +142,32 @@ def test_checkpoint_from_another_setup_is_refused(tmp_path, task):
     other = Trainer(tiny("full", max_steps=1), tmp_path, task=task, progress=False)
     with pytest.raises(CheckpointError, match="variant: checkpoint has 'csi', this run has 'full'"):
         other.fit(resume=True)
+
+
+def test_from_run_loads_the_trained_networks_and_writes_nothing(tmp_path, task):
+    from csigen.checkpoint import CheckpointError
+
+    cfg = tiny("full", max_steps=2)
+    trained = Trainer(cfg, tmp_path, task=task, progress=False).fit()
+    before = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
+    loaded = Trainer.from_run(tmp_path, config=cfg, task=task, device="cpu")
+    assert loaded.step == 2 and loaded.out_dir is None and loaded.config == dataclasses.replace(cfg, device="cpu")
+    a, b = weights(trained), weights(loaded)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == before
+    with pytest.raises(CheckpointError, match="variant: checkpoint has 'full', this run has 'csi'"):
+        Trainer.from_run(tmp_path, config=tiny("csi"), task=task)
+    with pytest.raises(FileNotFoundError, match="no checkpoint in .*train the run first"):
+        Trainer.from_run(tmp_path / "missing")
+
+
+def test_load_task_for_follows_the_config():
+    from csigen.data import load_task_for
+
+    cfg = tiny("csi", inlier="star", max_train=8, max_test=24, seed=3)
+    got, want = load_task_for(cfg), load_task("shapes", "star", max_train=8, max_test=24, seed=3)
+    assert got.inlier_name == "star" and torch.equal(got.train_images, want.train_images)
+    assert torch.equal(got.test_images, want.test_images) and torch.equal(got.test_labels, want.test_labels)
 
 
 def test_bad_config_values_are_named():

@@ -152,7 +152,7 @@ if IN_COLAB and USE_DRIVE:
 GPU = torch.cuda.is_available()
 if not GPU:
     print("No GPU: this runs on the CPU. In Colab: Runtime > Change runtime type > T4 GPU, then run all.\n"
-          "What a CPU run can show: preset 'cpu' trains 120 steps on 1,000 images, enough to see "
+          "What a CPU run can show: preset 'cpu' trains 80 steps on 1,000 images, enough to see "
           "every part of the method work, with an AUROC well below the paper's.")
 
 
@@ -165,16 +165,8 @@ def run_dir(variant):  # OUT/<dataset>-<inlier>-<variant>-<preset>-s<seed>
     return results.run_dir(OUT, config_for(variant))
 
 
-def task_for(config):  # the data the Trainer loads for this config
-    return load_task(config.dataset, config.inlier, root=config.data_root, download=config.download,
-                     max_train=config.max_train, max_test=config.max_test, seed=config.seed,
-                     cifar100_superclasses=config.cifar100_superclasses)
-
-
 def load_trained(config, task):  # the trained networks, from the run's last checkpoint
-    trainer = Trainer(config, run_dir(config.variant), task=task, progress=False)
-    assert trainer.try_resume(), f"no checkpoint in {run_dir(config.variant)}"
-    return trainer
+    return Trainer.from_run(run_dir(config.variant), config=config, task=task)
 """
 
 
@@ -203,14 +195,14 @@ features into an anomaly detector. Notebooks 02 and 03 add the generator and the
 | where | preset | data | time |
 |---|---|---|---|
 | CPU, smoke mode (`CSIGEN_SMOKE=1`) | `smoke`: 4 steps of 4 images | built-in `shapes` | 1-3 min (2-core CPU; the upper end when shared with other jobs) |
-| CPU | `cpu`: 120 steps of 16 images, 1,000 training images | one CIFAR-10 class | about 10 min |
+| CPU | `cpu`: 80 steps of 16 images, 1,000 training images | one CIFAR-10 class | about 9 min (measured, idle 2-core CPU) |
 | Colab T4 GPU | `quick`: 100 epochs of 64 images | one CIFAR-10 class | about 30 min: an **estimate**, not yet measured |
 """,
     imports="""
 from csigen import losses, models, plotting, results, widgets
 from csigen.augment import SimCLRAugment
 from csigen.config import make_config
-from csigen.data import load_task, to_float
+from csigen.data import load_task_for, to_float
 from csigen.train import Trainer, run
 """,
 ) + [
@@ -226,7 +218,7 @@ classes are outliers. The metric is the AUROC, averaged over the tasks (one per 
 """),
     code(r"""
 config = config_for("csi")
-task = task_for(config)
+task = load_task_for(config)
 print(task.describe())
 fig, axes = plt.subplots(1, 2, figsize=(12, 3))
 plotting.image_grid(task.train_images[:16], ax=axes[0], title=f"training set: only {task.inlier_name!r}")
@@ -426,13 +418,13 @@ compares against (its run is reused if present, else trained here).
 | where | preset | data | time |
 |---|---|---|---|
 | CPU, smoke mode (`CSIGEN_SMOKE=1`) | `smoke`: 4 steps, GAN block every 2 | built-in `shapes` | 1-4 min with notebook 01's run present (2-core CPU) |
-| CPU | `cpu`: 120 steps, G/D of 64 channels | one CIFAR-10 class | about 15 min, plus 10 min if notebook 01's run is missing; FID on 1,000 samples adds several minutes |
+| CPU | `cpu`: 80 steps, G/D of 64 channels | one CIFAR-10 class | about 13 min (measured), plus 9 min if notebook 01's run is missing; FID on 1,000 samples adds several minutes |
 | Colab T4 GPU | `quick`: 100 epochs of 64 images | one CIFAR-10 class | about 45 min, plus 30 min without notebook 01's run: **estimates**, not yet measured |
 """,
     imports="""
 from csigen import fid, losses, models, plotting, results
 from csigen.config import make_config
-from csigen.data import load_task
+from csigen.data import load_task_for
 from csigen.train import Callback, Trainer, run
 """,
 ) + [
@@ -504,7 +496,7 @@ class SampleSnapshots(Callback):
         torch.save(self.samples, self.path)
 
 
-task = task_for(config)
+task = load_task_for(config)
 out_g = run_dir("csi+g")
 snapshots = SampleSnapshots(out_g / "g_samples.pt", config.z_dim)
 live = plotting.LiveLossPlot(every=1 if SMOKE else 25)
@@ -633,13 +625,13 @@ reconstructions (the paper's Figure 2) and puts the three variants side by side 
 | where | preset | data | time |
 |---|---|---|---|
 | CPU, smoke mode (`CSIGEN_SMOKE=1`) | `smoke`: 4 steps, GAN block every 2 | built-in `shapes` | 1-4 min with the runs of 01 and 02 present (2-core CPU) |
-| CPU | `cpu`: 120 steps, G/E/D of 64 channels | one CIFAR-10 class | about 15 min, plus about 25 min if the runs of notebooks 01 and 02 are missing |
+| CPU | `cpu`: 80 steps, G/E/D of 64 channels | one CIFAR-10 class | about 14 min (measured), plus about 22 min if the runs of notebooks 01 and 02 are missing |
 | Colab T4 GPU | `quick`: 100 epochs of 64 images | one CIFAR-10 class | about 1 h, plus about 75 min without the runs of 01 and 02: **estimates**, not yet measured |
 """,
     imports="""
 from csigen import losses, models, plotting, results, widgets
 from csigen.config import make_config
-from csigen.data import load_task, to_float
+from csigen.data import load_task_for, to_float
 from csigen.score import auroc
 from csigen.train import Trainer, run
 """,
@@ -708,7 +700,7 @@ print(inspect.getsource(Trainer._gan_block))
 ## 3 Train the full model
 """),
     code(r"""
-task = task_for(config)
+task = load_task_for(config)
 result = run(config, run_dir("full"), task=task, callbacks=[plotting.LiveLossPlot(every=1 if SMOKE else 25)])
 print(f"{result['steps']} steps, {result['train_seconds'] / 60:.1f} min of training on {result['device']}")
 history = pd.read_csv(run_dir("full") / "history.csv")
