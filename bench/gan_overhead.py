@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def config(variant):
         return make_config(args.preset, dataset=args.dataset, data_root=args.data_root, inlier=inlier,
-                           variant=variant, device=args.device, max_test=16, checkpoint_every_s=1e9)
+                           variant=variant, device=args.device, max_test=16)
 
     task = load_task_for(config("csi"))
     trainers = {v: Trainer(config(v), None, task=task, progress=False) for v in args.variants}

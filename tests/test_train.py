@@ -215,7 +215,7 @@ def test_full_variant_learns_on_shapes():
     fails.
     """
     cfg = make_config("cpu", dataset="shapes", inlier="stripes", variant="full", batch_size=8, max_steps=30,
-                      max_train=128, max_test=240, eval_samples=1, checkpoint_every_s=1e9)
+                      max_train=128, max_test=240, eval_samples=1)
     trainer = Trainer(cfg, None, progress=False)
     before = trainer.evaluate()["auroc"]
     trainer.fit(resume=False)
