@@ -1,10 +1,10 @@
 """Test-session settings: small, quiet, offline runs.
 
 CSIGEN_SMOKE=1 reaches the notebooks' kernels (nbmake inherits the
-environment), which then switch to the smoke preset and the built-in data.
-CSIGEN_OUT points the notebooks at a fresh folder for this session, shared by
-the three notebooks (02 and 03 reuse the runs of 01 and 02) and never at a
-folder of finished runs from an earlier session.
+environment), where csigen.notebook.setup switches to the smoke preset and the
+built-in data. CSIGEN_OUT points the notebooks at a fresh folder for this
+session, shared by the notebooks (02 and 03 reuse the runs of 01 and 02) and
+never at a folder of finished runs from an earlier session.
 """
 
 import os

@@ -14,6 +14,9 @@ Usage::
     python tools/sync_notebook_links.py --check    # exit 1 and list what is out of date
 
 Only those two strings change; everything else in a notebook is left as it is.
+The .ipynb files are the notebooks' only source: after editing one in
+JupyterLab or Colab, run this tool and nbstripout before committing (README,
+"Editing the notebooks"); tests/test_notebooks.py checks both in CI.
 """
 
 from __future__ import annotations
