@@ -107,19 +107,25 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
+    "CROP_RATIO",
     "CSI_HUE_SCALE",
     "EVAL_CROP_SCALE",
     "GRAY_WEIGHTS",
+    "TRAIN_CROP_SCALE",
     "AugmentParams",
     "SimCLRAugment",
     "adjust_contrast",
     "adjust_hsv",
     "color_jitter",
+    "crop_flip_views",
     "eval_augment",
     "grayscale",
     "hflip",
     "hsv_to_rgb",
+    "no_crop_augment",
+    "random_flips",
     "random_hflip",
+    "random_resized_crop_boxes",
     "resized_crop",
     "rgb_to_hsv",
     "rotate",
@@ -612,3 +618,151 @@ def shift_batch(x: Tensor, num_shifts: int = 4) -> tuple[Tensor, Tensor]:
     shifted = torch.cat([rotate(x, k) for k in range(num_shifts)])
     labels = torch.arange(num_shifts, device=x.device).repeat_interleave(x.shape[0])
     return shifted, labels
+
+
+# --------------------------------------------------------------------------- #
+# Data-side crops of full-size images (CSI's ImageNet-30 pipeline)
+# --------------------------------------------------------------------------- #
+#: Crop area range of CSI's ImageNet-30 training crop (torchvision's ``RandomResizedCrop`` default).
+TRAIN_CROP_SCALE = (0.08, 1.0)
+#: Aspect-ratio range (width / height) of torchvision's ``RandomResizedCrop``, used by CSI.
+CROP_RATIO = (3 / 4, 4 / 3)
+
+
+def random_resized_crop_boxes(
+    sizes,
+    generator: torch.Generator | None = None,
+    scale: tuple[float, float] = TRAIN_CROP_SCALE,
+    ratio: tuple[float, float] = CROP_RATIO,
+) -> Tensor:
+    """Boxes of torchvision's ``RandomResizedCrop.get_params``, one per image, vectorised.
+
+    CSI crops ImageNet-30 images on the data side with
+    ``RandomResizedCrop(224)`` (alinlab/CSI, ``datasets/datasets.py``); this draws
+    the same boxes for a batch of images of different sizes.  Per image of
+    height H and width W: 10 trials of an area ``H W s`` with ``s ~ U(scale)``
+    and an aspect ratio ``r`` log-uniform in ``ratio``; ``w = round(sqrt(A r))``,
+    ``h = round(sqrt(A / r))`` (round half to even, as Python's ``round``); the
+    first trial with ``0 < w <= W`` and ``0 < h <= H`` is used, at an offset
+    uniform over the integer positions that fit.  When no trial fits,
+    torchvision's fallback: the largest centred box whose aspect ratio lies in
+    ``ratio`` (the whole image when its own ratio does).
+
+    Args:
+        sizes: ``(B, 2)`` integer ``(height, width)`` of each image.
+        generator: source of randomness (drawn on its device, results moved to
+            the CPU); ``None`` uses torch's global CPU RNG.
+        scale: range of the crop's area fraction, ``0 < min <= max <= 1``;
+            ``(0.54, 0.54)`` is CSI's evaluation crop (``--resize_fix --resize_factor 0.54``).
+        ratio: range of the crop's aspect ratio (width / height).
+
+    Returns:
+        int64 ``(B, 4)`` on the CPU: ``(top, left, height, width)`` of each box,
+        torchvision's ``(i, j, h, w)``.
+
+    Draw order (fixed, so a seed reproduces the boxes): area ``(B, 10)``, log
+    ratio ``(B, 10)``, vertical offset ``(B,)``, horizontal offset ``(B,)``, all
+    float64.  The law of each box is torchvision's; the stream is not (torch's
+    global RNG there).
+    """
+    sizes = torch.as_tensor(sizes).cpu()
+    if sizes.dim() != 2 or sizes.shape[1] != 2 or sizes.is_floating_point() or (sizes < 1).any():
+        raise ValueError(f"sizes must be positive integer (height, width) pairs of shape (B, 2), got {sizes!r}")
+    if not 0 < scale[0] <= scale[1] <= 1:
+        raise ValueError(f"scale must satisfy 0 < min <= max <= 1, got {scale}")
+    if not 0 < ratio[0] <= ratio[1]:
+        raise ValueError(f"ratio must satisfy 0 < min <= max, got {ratio}")
+    b = sizes.shape[0]
+    height, width = sizes[:, 0].double(), sizes[:, 1].double()
+    trials = (b, _CROP_TRIALS)
+    area = (height * width)[:, None] * (scale[0] + (scale[1] - scale[0]) * _rand(trials, generator, torch.float64).cpu())
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    aspect = torch.exp(log_lo + (log_hi - log_lo) * _rand(trials, generator, torch.float64).cpu())
+    u_top = _rand(b, generator, torch.float64).cpu()
+    u_left = _rand(b, generator, torch.float64).cpu()
+    w = torch.round(torch.sqrt(area * aspect))
+    h = torch.round(torch.sqrt(area / aspect))
+    fits = (w > 0) & (w <= width[:, None]) & (h > 0) & (h <= height[:, None])
+    first = fits.to(torch.int8).argmax(dim=1, keepdim=True)  # first trial that fits
+    any_fit = fits.any(dim=1)
+    w, h = w.gather(1, first)[:, 0], h.gather(1, first)[:, 0]
+    n_top, n_left = height - h + 1, width - w + 1
+    top = torch.minimum(torch.floor(u_top * n_top), n_top - 1)
+    left = torch.minimum(torch.floor(u_left * n_left), n_left - 1)
+    # torchvision's fallback: a centred box with the aspect ratio clamped into `ratio`
+    lo, hi = min(ratio), max(ratio)
+    in_ratio = width / height
+    fw = torch.where(in_ratio > hi, torch.round(height * hi), width)
+    fh = torch.where(in_ratio < lo, torch.round(width / lo), height)
+    ftop, fleft = torch.div(height - fh, 2, rounding_mode="floor"), torch.div(width - fw, 2, rounding_mode="floor")
+    out = torch.stack([torch.where(any_fit, top, ftop), torch.where(any_fit, left, fleft),
+                       torch.where(any_fit, h, fh), torch.where(any_fit, w, fw)], dim=1)
+    return out.to(torch.int64)
+
+
+def random_flips(n: int, generator: torch.Generator | None = None, p: float = 0.5) -> Tensor:
+    """bool ``(n,)`` on the CPU: which of ``n`` images a ``RandomHorizontalFlip(p)`` mirrors."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"p must be in [0, 1], got {p}")
+    return _rand(int(n), generator).cpu() < p
+
+
+def no_crop_augment(**kwargs) -> SimCLRAugment:
+    """T without its crop: colour jitter (p=0.8) and grayscale (p=0.2) only.
+
+    CSI's T for ImageNet-30 (``get_simclr_augmentation`` with ``dataset ==
+    'imagenet'``) has no resized crop, because each view was already cropped
+    on the data side (:func:`random_resized_crop_boxes`).  Here the crop step
+    stays in the pipeline as the identity (area and aspect ratio fixed at 1,
+    so the window is the whole image, resampled at its own pixel centres):
+    the draws, and so the random streams, are those of :class:`SimCLRAugment`.
+    ``kwargs`` (jitter strengths, probabilities, ``hsv_grad``) go to it.
+    """
+    return SimCLRAugment(crop_scale=(1.0, 1.0), ratio=(1.0, 1.0), **kwargs)
+
+
+def crop_flip_views(
+    x: Tensor,
+    generator: torch.Generator | None = None,
+    *,
+    views: int = 2,
+    scale: tuple[float, float] = TRAIN_CROP_SCALE,
+    ratio: tuple[float, float] = CROP_RATIO,
+) -> Tensor:
+    """CSI's data-side training view, made on the device, for images that have no data side.
+
+    On ImageNet-30 every view CSI's F sees is a ``RandomResizedCrop(224)`` +
+    ``RandomHorizontalFlip`` of its instance, made on the data side
+    (:meth:`csigen.data.OneClassTask.train_view`), and T has no crop
+    (:func:`no_crop_augment`).  G's images ``G(h)`` have no data side, so this
+    gives each of their ``views`` views the same two steps on the device: a
+    resized crop of area ``scale`` and aspect ratio ``ratio`` (CSI's GPU crop
+    law, :meth:`SimCLRAugment.sample_params`; bilinear, differentiable, so
+    gradients reach G) back to the input size, then a random flip.  Without
+    it a synthetic instance's two views would differ in colour only, an
+    easier positive pair than any real one.
+
+    Args:
+        x: ``(B, 3, H, W)`` float images.
+        generator: source of randomness (drawn on its device).
+        views: independent views per image.
+        scale, ratio: the crop's area fraction and aspect-ratio ranges
+            (``(1, 1)`` and ``(1, 1)``: no crop, flips only).
+
+    Returns:
+        ``(views * B, 3, H, W)``, stacked ``[view 1; view 2; ...]`` as
+        :meth:`~csigen.data.OneClassTask.train_view`.  Draw order: the crops of
+        all ``views * B`` rows, then their flips.
+    """
+    if x.dim() != 4:
+        raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(x.shape)}")
+    if views < 1:
+        raise ValueError(f"views must be >= 1, got {views}")
+    if not 0 < scale[0] <= scale[1] <= 1:
+        raise ValueError(f"scale must satisfy 0 < min <= max <= 1, got {scale}")
+    if not 0 < ratio[0] <= ratio[1]:
+        raise ValueError(f"ratio must satisfy 0 < min <= max, got {ratio}")
+    x = x.repeat(views, 1, 1, 1)
+    whbias = _sample_crop(x.shape[0], (float(scale[0]), float(scale[1])), (float(ratio[0]), float(ratio[1])),
+                          tuple(x.shape[-2:]), generator)
+    return random_hflip(resized_crop(x, whbias), generator=generator)

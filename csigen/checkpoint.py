@@ -6,9 +6,14 @@
   the previous complete file or the new complete file, never a torn one.
 * Checkpoints are loaded with ``torch.load(..., weights_only=True)``: a file
   that would run code when unpickled is refused with :class:`CheckpointError`.
-* Every checkpoint carries :data:`FORMAT_VERSION` and the config that made it,
-  so a checkpoint from another dataset, variant or model size is refused with
-  a message that says what differs.
+* Every checkpoint carries :data:`FORMAT_VERSION` (the layout of the file),
+  ``schema_version`` (:data:`csigen.config.SCHEMA_VERSION`, the meaning of its
+  config and records; absent in csigen 0.1.0's checkpoints, which are version
+  0 and load unchanged: their config is upgraded by
+  :meth:`csigen.config.TrainConfig.from_dict`) and the config that made it, so
+  a checkpoint from another dataset, variant or model size is refused with a
+  message that says what differs, and one from a newer csigen is refused with
+  a message that says to upgrade.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from csigen.config import SCHEMA_VERSION, ConfigError, check_schema_version
 
 FORMAT_VERSION = 1
 
@@ -44,22 +51,40 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _write_and_sync(fd: int, data: bytes) -> None:
+    """Write ``data`` to the open file ``fd``, flush and fsync it; closes ``fd``."""
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temp file + fsync + rename)."""
+    """Write ``data`` to ``path`` atomically (temp file + fsync + rename).
+
+    A write that fails because the disk (or quota) is full leaves the previous
+    file untouched, deletes the temporary file and raises
+    :class:`csigen.disk.DiskFullError` (an ``OSError``), whose message names the
+    file, the space needed, the state of the folder's last checkpoint and how
+    to resume.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        _write_and_sync(fd, data)
         os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+    except BaseException as exc:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+        from csigen.disk import is_no_space, no_space_error
+
+        if is_no_space(exc):
+            raise no_space_error(path, len(data), exc) from exc
         raise
     _fsync_dir(path.parent)
     return path
@@ -106,22 +131,27 @@ def check_writable(folder: str | os.PathLike) -> Path:
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     """Save ``payload`` (tensors, dicts, lists, numbers, strings) atomically.
 
-    ``format_version`` is added. The payload must be loadable with
-    ``weights_only=True``: only tensors and plain Python containers.
+    ``format_version`` and ``schema_version`` are added. The payload must be
+    loadable with ``weights_only=True``: only tensors and plain Python containers.
     """
-    payload = {"format_version": FORMAT_VERSION, **payload}
+    payload = {"format_version": FORMAT_VERSION, "schema_version": SCHEMA_VERSION, **payload}
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     return atomic_write_bytes(path, buffer.getvalue())
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint safely (``weights_only=True``) and check its format version.
+    """Load a checkpoint safely (``weights_only=True``) and check its format and schema versions.
+
+    The returned dict always has ``schema_version`` (0 for csigen 0.1.0's
+    checkpoints, which lack it); its ``config`` is returned as saved (read it
+    with :meth:`csigen.config.TrainConfig.from_dict`, which upgrades it).
 
     Raises:
         FileNotFoundError: no file at ``path``.
         CheckpointError: truncated or corrupt file, a file that would execute
-            code when loaded, or an incompatible format version.
+            code when loaded, an incompatible format version, or a schema
+            version from a newer csigen (the message says to upgrade).
     """
     path = Path(path)
     if not path.is_file():
@@ -150,6 +180,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             f"checkpoint {str(path)!r} has format version {version}, this csigen reads version "
             f"{FORMAT_VERSION}; use the csigen version that wrote it or retrain"
         )
+    try:
+        payload["schema_version"] = check_schema_version(payload.get("schema_version", 0),
+                                                         f"checkpoint {str(path)!r}")
+    except ConfigError as exc:
+        raise CheckpointError(str(exc)) from exc
     return payload
 
 

@@ -23,7 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train one variant on one inlier class, then evaluate it",
                        description="Train (or resume) a run and evaluate it. Writes config.json, history.csv, "
-                                   "checkpoint.pt, scores.npz and result.json into --out; prints result.json last.")
+                                   "checkpoint.pt, scores.npz and result.json into --out; prints result.json last. "
+                                   "When the run finishes, checkpoint.pt (weights + optimiser state) gives way to "
+                                   "weights.pt (the networks only) unless --keep-checkpoint.")
     t.add_argument("--dataset", default="shapes",
                    help="cifar10, cifar100 (20 superclasses), imagenet30, imagefolder (train/<class>/, "
                         "test/<class>/ under --data-root) or shapes (built in, offline; default)")
@@ -39,13 +41,26 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0, help="random seed (weights, data order, augmentations)")
     t.add_argument("--out", default=None, help="output folder (default runs/<dataset>-<inlier>-<variant>-<preset>-s<seed>)")
     t.add_argument("--resume", action="store_true",
-                   help="continue from --out/checkpoint.pt if present; a finished run is reported, not redone")
+                   help="the default, kept for old scripts: re-running the same command reports a finished run "
+                        "(its result.json, not redone) and resumes an interrupted one from --out/checkpoint.pt")
     t.add_argument("--force", action="store_true",
-                   help="start over even if --out already holds a checkpoint or a result (they are overwritten)")
+                   help="start over even if --out already holds a run, also one with another configuration "
+                        "(its checkpoint and result are overwritten)")
+    t.add_argument("--keep-checkpoint", action="store_true",
+                   help="keep checkpoint.pt (with the optimiser state, about twice the size) when the run finishes, "
+                        "so it can be trained further; by default only the weights are kept (weights.pt)")
     t.add_argument("--device", default="auto", help="auto (GPU if available), cpu or cuda[:N]")
     t.add_argument("--epochs", type=int, help="override the preset's number of epochs")
     t.add_argument("--max-steps", type=int, help="override the preset's cap on training steps")
-    t.add_argument("--batch-size", type=int, help="images per step (each seen as 4 shifts x 2 views)")
+    t.add_argument("--time-budget", type=float, metavar="MINUTES", dest="time_budget_min",
+                   help="opt-in: fit the run, training AND evaluation together, into about MINUTES of wall time "
+                        "on this machine. The first steps are timed (on a throwaway copy), then the step count and "
+                        "the learning-rate schedule are fixed and recorded (result.json and checkpoint.pt: "
+                        "'time_budget', with the --max-steps/--epochs that replay it); they replace the preset's "
+                        "epochs and max steps. A resumed run keeps its plan")
+    t.add_argument("--batch-size", type=int,
+                   help="images per step (each seen as 4 shifts x 2 views); under torchrun the global batch of all "
+                        "processes together, each of the K processes taking batch-size/K (learning rates unchanged)")
     t.add_argument("--f-optimizer", choices=F_OPTIMIZERS, help="optimiser for F (default lars, as CSI)")
     t.add_argument("--score", choices=SCORES,
                    help="test score: shared (Eq. 11, one nearest neighbour for all shifts; default), literal "
@@ -55,18 +70,25 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--max-test", type=int, help="use at most this many test images (stratified)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    e = sub.add_parser("eval", help="re-score a finished run (e.g. with another score or R)",
-                       description="Load --run DIR/checkpoint.pt and evaluate F again; prints the result as JSON.")
+    e = sub.add_parser("eval", help="re-score a finished run with every score (e.g. with another R)",
+                       description="Load --run DIR's networks (checkpoint.pt, or weights.pt) and evaluate F "
+                                   "again: one feature pass, then every score (shared, literal, per_shift, csi). Prints one line per score, "
+                                   "then the result as JSON (top-level auroc = the primary score). Writes nothing.")
     e.add_argument("--run", required=True, help="a run folder written by 'train'")
-    e.add_argument("--score", choices=SCORES, help="score to use (default: the run's)")
+    e.add_argument("--score", choices=SCORES, help="primary score, reported as the top-level auroc "
+                                                   "(default: the run's)")
     e.add_argument("--eval-samples", type=int, help="R random T draws per image (default: the run's)")
     e.add_argument("--seed", type=int, default=0, help="seed of the evaluation's random draws")
     e.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    e.add_argument("--eval-amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="evaluate under autocast with the training precision (default: the run's eval_amp, "
+                        "normally off = float32 as CSI)")
 
     w = sub.add_parser("sweep", help="train and evaluate many one-class tasks (resumable)",
                        description="Run every (inlier, variant, seed) into OUT/<dataset>-<inlier>-<variant>-"
                                    "<preset>-s<seed>; finished runs are read back, an interrupted one resumes. "
-                                   "Prints the table of measured vs paper AUROC last.")
+                                   "First estimates the disk space the runs still to do need and stops if --out's "
+                                   "disk lacks it. Prints the table of measured vs paper AUROC last.")
     w.add_argument("--dataset", default="shapes", help="as for train")
     w.add_argument("--inliers", nargs="*", default=None, help="inlier classes (default: every class)")
     w.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS, help="variants to run")
@@ -76,11 +98,97 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--out", default="runs/sweep", help="root folder of the sweep")
     w.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     w.add_argument("--no-progress", action="store_true", help="no progress bars")
+    w.add_argument("--keep-checkpoint", action="store_true",
+                   help="keep every finished run's checkpoint.pt (optimiser state included); default: weights only")
+    w.add_argument("--no-disk-check", action="store_true",
+                   help="start even if the estimated disk use exceeds the free space of --out's disk")
+    w.add_argument("--devices", nargs="+", default=None, metavar="DEVICE",
+                   help="train one run per device at a time, concurrently, e.g. --devices cuda:0 cuda:1 cuda:2 "
+                        "(a worker process per entry; repeat an entry, e.g. cpu cpu, for two workers on one "
+                        "device). Workers take runs from the shared list; a lock per run folder (run.lock) keeps "
+                        "any two from training the same run, also across sweeps and machines")
+    w.add_argument("--launcher", default="local", choices=("local", "slurm", "submitit-local"),
+                   help="local: on this machine (default); slurm: submit the runs still missing as a SLURM job "
+                        "array through submitit (pip install 'csigen[slurm]'), one run and --slurm-gpus GPUs "
+                        "per job; submitit-local: the same jobs run at once on this machine by submitit's "
+                        "LocalExecutor, to try the cluster path on a few runs")
+    w.add_argument("--lock-timeout", type=float, default=600.0, metavar="SECONDS",
+                   help="a run's lock whose worker sent no heartbeat for this long is taken over (default 600; "
+                        "a dead worker on this machine is noticed at once)")
+    w.add_argument("--wait", action="store_true", help="slurm: wait for the jobs, then print the table")
+    w.add_argument("--slurm-partition", default=None, help="slurm: partition (sbatch --partition)")
+    w.add_argument("--slurm-account", default=None, help="slurm: account (sbatch --account)")
+    w.add_argument("--slurm-qos", default=None, help="slurm: quality of service (sbatch --qos)")
+    w.add_argument("--slurm-constraint", default=None, help="slurm: node features, e.g. a100 (sbatch --constraint)")
+    w.add_argument("--slurm-time", type=int, default=24 * 60, metavar="MINUTES",
+                   help="slurm: time limit per job (default 1440); a job that reaches it is requeued and resumes "
+                        "from its checkpoint")
+    w.add_argument("--slurm-gpus", type=int, default=1, help="slurm: GPUs per job (default 1)")
+    w.add_argument("--slurm-cpus", type=int, default=8, help="slurm: CPU cores per job (default 8)")
+    w.add_argument("--slurm-mem-gb", type=float, default=None, help="slurm: memory per job in GB")
+    w.add_argument("--slurm-parallel", type=int, default=None, metavar="N",
+                   help="slurm: at most N jobs of the array at once (sbatch --array=...%%N)")
+    w.add_argument("--slurm-setup", action="append", default=[], metavar="LINE",
+                   help="slurm: a shell line run before each job, e.g. 'source ~/venv/bin/activate' (repeatable)")
+    w.add_argument("--slurm-logs", default=None, help="slurm: folder of submitit's logs (default OUT/slurm_logs)")
 
     r = sub.add_parser("table", help="measured AUROC of finished runs beside the paper's numbers",
                        description="Collect every result.json under --runs and print the mean AUROC per dataset "
                                    "and variant beside the paper's (labelled 'paper').")
     r.add_argument("--runs", default="runs", help="folder to search for result.json files")
+
+    fg = sub.add_parser("figures", help="write the paper's tables and figures from finished runs",
+                        description="Read every finished run under --runs and write, for whatever runs exist, "
+                                    "table1.md/.csv/.png (with table1_per_class.csv), ablation.csv/.png, fid.csv/.png "
+                                    "(real Inception weights only), figure2.png and a README.md with one caption "
+                                    "and its provenance per file into --out. Smoke-preset runs are refused unless "
+                                    "--allow-smoke. Prints the written files as JSON.")
+    fg.add_argument("--runs", required=True, help="folder searched (recursively) for finished runs (result.json)")
+    fg.add_argument("--out", default="figures", help="output folder (default figures/)")
+    fg.add_argument("--figure2-run", default=None,
+                    help="the 'full' run Figure 2 is drawn from: a run folder, or its name under --runs "
+                         "(default: a full run on CIFAR-10 cat, the paper's)")
+    fg.add_argument("--seed", type=int, default=0,
+                    help="seed of the bootstrap intervals and of Figure 2's choice of test images")
+    fg.add_argument("--bootstrap", type=int, default=1000,
+                    help="bootstrap resamples of each run's test images for the confidence intervals (default 1000)")
+    fg.add_argument("--allow-smoke", action="store_true",
+                    help="draw smoke-preset runs too, every caption and title marked 'meaningless, smoke'")
+    fg.add_argument("--device", default="cpu", help="where Figure 2's networks run (default cpu)")
+
+    fd = sub.add_parser("fid", help="FID of a csi+g or full run's generator (torch-fidelity), stored in the run",
+                        description="Measure G of --run DIR under csigen.fid's protocol (csigen-fid-1: G in eval "
+                                    "mode with BatchNorm statistics re-estimated on prior samples; reference = every "
+                                    "training image of the inlier class; 5,000 samples; torch-fidelity's Inception). "
+                                    "Writes DIR/fid.json (and every measurement to DIR/fid_records.json) with the "
+                                    "weights' sha256; a value from weights other than the real Inception is stored "
+                                    "with not_a_fid=true and printed as 'NOT a FID'. An identical measurement "
+                                    "already stored is reported, not redone. Prints one line, then the record as JSON.")
+    fd.add_argument("--run", required=True, help="a csi+g or full run folder written by 'train'")
+    fd.add_argument("--samples", type=int, default=None,
+                    help="generated samples (default: the protocol's 5,000; fewer are biased upwards)")
+    fd.add_argument("--weights", default=None,
+                    help="Inception weights file (default: $CSIGEN_FID_WEIGHTS, else torch-fidelity's, downloaded "
+                         "once)")
+    fd.add_argument("--reference", default="train", choices=("train", "test", "all-train"),
+                    help="train: every training image of the inlier class (the protocol, default); test: its test "
+                         "images; all-train: every class's training images")
+    fd.add_argument("--max-reference", type=int, default=None,
+                    help="use a seeded random subset of at most this many reference images (quick checks)")
+    fd.add_argument("--step", type=int, default=None,
+                    help="measure the G snapshot of this step (g_snapshots/step_<NNNNNN>.pt) instead of the "
+                         "checkpoint's G; stored in fid_records.json only")
+    fd.add_argument("--snapshots", action="store_true",
+                    help="measure every G snapshot and the final G (FID over training); prints a table")
+    fd.add_argument("--seed", type=int, default=0, help="seed of the latents (torch-fidelity's rng_seed)")
+    fd.add_argument("--batch-size", type=int, default=100, help="images per Inception forward pass")
+    fd.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    fd.add_argument("--force", action="store_true", help="measure again even if an identical record is stored")
+    fd.add_argument("--feature-layer", default="2048", choices=("2048", "768", "192", "64"),
+                    help="Inception layer; only 2048 gives a FID (others: tests with random weights only)")
+    fd.add_argument("--bn-samples", type=int, default=None,
+                    help="prior samples for G's BatchNorm statistics (default: the protocol's 4,096; another "
+                         "value is recorded as a modified protocol)")
 
     sub.add_parser("presets", help="list the presets and what each costs")
     return parser
@@ -90,9 +198,13 @@ def _inlier(value: str) -> int | str:
     return int(value) if value.lstrip("-").isdigit() else value
 
 
-def cmd_train(args: argparse.Namespace) -> dict:
+def cmd_train(args: argparse.Namespace) -> dict | None:
+    """Train one run; under ``torchrun --nproc_per_node=K``, on K processes (:mod:`csigen.distributed`).
+
+    Returns the result (None in the processes of a torchrun run other than rank 0, which print nothing).
+    """
+    from csigen import distributed
     from csigen.config import make_config
-    from csigen.train import run
 
     overrides = {
         "dataset": args.dataset, "inlier": _inlier(args.inlier), "variant": args.variant,
@@ -100,20 +212,42 @@ def cmd_train(args: argparse.Namespace) -> dict:
         "device": args.device,
     }
     for name in ("epochs", "max_steps", "batch_size", "f_optimizer", "score", "eval_samples",
-                 "max_train", "max_test"):
+                 "max_train", "max_test", "time_budget_min"):
         value = getattr(args, name)
         if value is not None:
             overrides[name] = value
     config = make_config(args.preset, **overrides)
+    world = distributed.init_from_env(config.device)  # torchrun: join the run's K processes (else: 1)
+    try:
+        return _train(args, config, world)
+    finally:
+        if world.active:
+            distributed.shutdown()
+
+
+def _train(args: argparse.Namespace, config, world) -> dict | None:
     from csigen.results import run_dir
+    from csigen.train import run
 
     out = Path(args.out) if args.out else run_dir("runs", config)
-    existing = [name for name in ("checkpoint.pt", "result.json") if (out / name).exists()]
-    if existing and not (args.resume or args.force):
-        raise FileExistsError(
-            f"{out} already holds {' and '.join(existing)}: pass --resume to continue (or report) that run, "
-            "--force to start over, or another --out")
-    return run(config, out, resume=not args.force, progress=not args.no_progress, force=args.force)
+    # Re-running a command is safe (with or without --resume): run() reports a finished run with the
+    # same configuration, resumes an interrupted one, and refuses (RunConfigMismatchError, exit 2,
+    # nothing written) a folder holding a run with another configuration unless --force.
+    finished = not args.force and (out / "result.json").exists()
+    if world.is_main and not args.force and not finished and (out / "checkpoint.pt").exists():
+        print(f"{out} holds an interrupted run (checkpoint.pt): it resumes from there if its configuration "
+              "is this one", file=sys.stderr)
+    result = run(config, out, resume=not args.force, progress=not args.no_progress, force=args.force,
+                 keep_checkpoint=args.keep_checkpoint)
+    if not world.is_main:  # torchrun: rank 0 alone reports
+        return None
+    if finished:
+        slim = (out / "weights.pt").exists() and not (out / "checkpoint.pt").exists()
+        kept = ("its networks are in weights.pt (the optimiser state was dropped when it finished, so there is "
+                "nothing to resume); " if slim else "")
+        print(f"{out} holds this run, already finished: reporting its result.json ({kept}--force retrains it)",
+              file=sys.stderr)
+    return result
 
 
 def cmd_eval(args: argparse.Namespace) -> dict:
@@ -122,8 +256,11 @@ def cmd_eval(args: argparse.Namespace) -> dict:
     run_dir = Path(args.run)
     trainer = Trainer.from_run(run_dir, device=args.device)
     config = trainer.config
-    ev = trainer.evaluate(score=args.score, eval_samples=args.eval_samples, seed=args.seed)
-    return {k: v for k, v in ev.items() if k not in ("scores", "labels", "is_inlier")} | {
+    ev = trainer.evaluate(score=args.score, eval_samples=args.eval_samples, seed=args.seed, amp=args.eval_amp)
+    for name, s in ev["scores"].items():
+        primary = "  (primary)" if name == ev["score"] else ""
+        print(f"{name:10s} AUROC {100 * s['auroc']:6.2f}%{primary}")
+    return {k: v for k, v in ev.items() if k != "arrays"} | {
         "run": str(run_dir), "dataset": config.dataset, "inlier": trainer.task.inlier,
         "variant": config.variant, "steps": trainer.step}
 
@@ -137,10 +274,64 @@ def cmd_sweep(args: argparse.Namespace) -> dict:
     configs = [make_config(args.preset, dataset=args.dataset, inlier=_inlier(c), variant=v, seed=s,
                            data_root=args.data_root, device=args.device)
                for s in args.seeds for c in inliers for v in args.variants]
-    sweep(configs, args.out, progress=not args.no_progress)
+    if args.launcher == "local" and not args.devices:
+        sweep(configs, args.out, progress=not args.no_progress, keep_checkpoint=args.keep_checkpoint,
+              check_disk=not args.no_disk_check, verbose=True)  # prints the disk estimate first
+    else:
+        report = _sweep_parallel(args, configs)
+        if report is not None:
+            return report
     table = compare_with_paper(collect(args.out))
     print(table.to_string(index=False))
     return {"runs": len(configs), "out": args.out}
+
+
+def _sweep_parallel(args: argparse.Namespace, configs: list) -> dict | None:
+    """``sweep --devices`` / ``--launcher``: csigen.parallel. None when the table is due (every run is done)."""
+    from csigen import parallel
+    from csigen.disk import check_sweep_space, estimate_sweep_disk
+    from csigen.results import collect, compare_with_paper
+
+    estimate = (estimate_sweep_disk if args.no_disk_check else check_sweep_space)(
+        configs, args.out, keep_checkpoint=args.keep_checkpoint)
+    print(estimate.describe(), file=sys.stderr)
+    if args.launcher == "local":
+        report = parallel.run_on_devices(configs, args.out, args.devices, progress=not args.no_progress,
+                                         stale_after=args.lock_timeout, keep_checkpoint=args.keep_checkpoint)
+        failed = [r for r in report["runs"] if r["status"] == "failed"]
+        if failed or report["missing"] or report["running"]:
+            print(compare_with_paper(collect(args.out)).to_string(index=False))
+            details = "; ".join(f"{r['run']}: {r['error']}" for r in failed)
+            raise RuntimeError(
+                f"{report['finished']} of {len(report['runs'])} runs finished, {len(failed)} failed, "
+                f"{report['missing']} missing, {report['running']} running elsewhere"
+                + (f" ({details}; each run's failed.json has the traceback)" if failed else "")
+                + ". Launch the same command again to run only what is missing.")
+        return None
+    if args.devices:
+        raise ValueError("--devices is for --launcher local; with --launcher slurm each job gets --slurm-gpus GPUs")
+    submitted = parallel.submit_sweep(
+        configs, args.out, cluster="slurm" if args.launcher == "slurm" else "local", device=args.device,
+        folder=args.slurm_logs, stale_after=args.lock_timeout, keep_checkpoint=args.keep_checkpoint,
+        timeout_min=args.slurm_time, gpus_per_job=args.slurm_gpus, cpus_per_job=args.slurm_cpus,
+        mem_gb=args.slurm_mem_gb, partition=args.slurm_partition, account=args.slurm_account, qos=args.slurm_qos,
+        constraint=args.slurm_constraint, array_parallelism=args.slurm_parallel, setup=args.slurm_setup)
+    jobs = submitted.pop("jobs")
+    report = {**submitted, "job_ids": [j.job_id for j in jobs], "runs": len(configs), "out": args.out}
+    if not jobs or not args.wait:
+        if jobs:
+            print(f"submitted {len(jobs)} job(s); follow them with squeue (logs in {submitted['logs']}); when they "
+                  f"are done: python -m csigen table --runs {args.out}. Launching this command again submits only "
+                  "the runs still missing.", file=sys.stderr)
+        return report if jobs else None
+    outcomes = parallel.wait_for_jobs(jobs)
+    failed = [o for o in outcomes if o.get("status") == "failed"]
+    print(compare_with_paper(collect(args.out)).to_string(index=False))
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {len(jobs)} jobs failed: "
+                           + "; ".join(f"job {o['job']}: {o['error']}" for o in failed)
+                           + f" (logs in {submitted['logs']}). Launch the same command again to retry them.")
+    return report
 
 
 def cmd_table(args: argparse.Namespace) -> dict:
@@ -151,10 +342,44 @@ def cmd_table(args: argparse.Namespace) -> dict:
         raise FileNotFoundError(f"no finished runs (result.json) under {args.runs!r}")
     table = compare_with_paper(runs)
     print(table.to_string(index=False))
-    return {"runs": len(runs)}
+    return {"runs": runs["run"].nunique()}  # collect() has one row per run per score
+
+
+def cmd_figures(args: argparse.Namespace) -> dict:
+    from csigen.figures import write_figures
+
+    written = write_figures(args.runs, args.out, figure2_run=args.figure2_run, seed=args.seed,
+                            n_bootstrap=args.bootstrap, allow_smoke=args.allow_smoke, device=args.device)
+    print(f"wrote {len(written)} files into {args.out}; captions and provenance in "
+          f"{Path(args.out) / 'README.md'}", file=sys.stderr)
+    return {"out": str(args.out), "written": {name: str(path) for name, path in written.items()}}
+
+
+def cmd_fid(args: argparse.Namespace) -> dict:
+    from csigen import fid
+
+    kwargs = dict(reference=args.reference, max_reference=args.max_reference, weights_path=args.weights,
+                  device=args.device, seed=args.seed, batch_size=args.batch_size, feature_layer=args.feature_layer,
+                  force=args.force)
+    for name, value in (("samples", args.samples), ("bn_samples", args.bn_samples)):
+        if value is not None:
+            kwargs[name] = value
+    if args.snapshots:
+        if args.step is not None:
+            raise ValueError("pass either --step or --snapshots, not both")
+        table = fid.fid_over_training(args.run, **kwargs)
+        label = "value (NOT a FID)" if table["not_a_fid"].any() else "FID"
+        print(table.rename(columns={"fid": label}).to_string(index=False))
+        return {"run": str(args.run), "steps": table["step"].tolist(), "values": table["fid"].tolist(),
+                "not_a_fid": bool(table["not_a_fid"].any()), "records": str(Path(args.run) / fid.FID_RECORDS_FILE)}
+    record = fid.fid_of_run(args.run, step=args.step, **kwargs)
+    print(fid.describe_fid(record))
+    return record
 
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "sweep": cmd_sweep, "table": cmd_table}
+COMMANDS["figures"] = cmd_figures
+COMMANDS["fid"] = cmd_fid
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,10 +389,17 @@ def main(argv: list[str] | None = None) -> int:
         for p in PRESETS.values():
             print(f"{p.name:6s} {p.doc}")
         return 0
+    from csigen.distributed import launched_by_torchrun
+
+    if args.command != "train" and launched_by_torchrun():
+        print(f"error: only 'train' runs under torchrun (one run on several processes); start "
+              f"'{args.command}' with python -m csigen (sweep --devices runs one run per GPU)", file=sys.stderr)
+        return 2
     try:
         result = COMMANDS[args.command](args)
     except (ValueError, OSError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps(result, sort_keys=True))
+    if result is not None:  # None: a torchrun process other than rank 0, which reports nothing
+        print(json.dumps(result, sort_keys=True))
     return 0

@@ -3,22 +3,61 @@
 A :class:`TrainConfig` is frozen: a run never mutates it. Presets are named
 configs (:data:`PRESETS`), each documented with its measured run time; any
 field can be overridden with :func:`make_config`.
+
+Schema versions. Every record a run writes (``config.json``, ``result.json``,
+``checkpoint.pt``) carries ``"schema_version"`` (:data:`SCHEMA_VERSION`);
+records of csigen 0.1.0 carry none and are version 0. :meth:`TrainConfig.from_dict`
+upgrades an older config step by step (:data:`SCHEMA_CHANGES`): fields that
+changed meaning are converted, fields that did not exist get their default
+(or, where the old code behaved differently from today's default, the value
+that describes what the old code did). A record from a *newer* csigen is
+refused with :class:`SchemaVersionError` (upgrade csigen).
+:func:`same_run_config` decides whether a run folder holds "the same run" as
+a requested config.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 VARIANTS = ("csi", "csi+g", "full")
 F_OPTIMIZERS = ("lars", "sgd", "adam")
 SCORES = ("shared", "literal", "per_shift", "csi")
+#: Training precision choices (``TrainConfig.amp``); see :func:`csigen.train.resolve_precision`.
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+
+
+#: Version of the meaning of configs and run records (config.json, result.json, checkpoint.pt).
+#: Bump it whenever a field changes meaning or a default changes what an absent field meant, and
+#: add the conversion to :data:`_MIGRATIONS` (adding a field with a neutral default needs no bump).
+SCHEMA_VERSION = 1
+#: What each schema version changed, for messages and readers of old records.
+SCHEMA_CHANGES: dict[int, str] = {
+    0: "csigen 0.1.0: records carry no schema_version; amp is a bool",
+    1: "schema_version in config.json, result.json and checkpoint.pt; amp is 'auto'|'bf16'|'fp16'|'off' "
+       "(True -> 'auto', False -> 'off'); new fields critic_bn_stats (version 0 behaved as 'update'), "
+       "eval_amp (default False: evaluation in float32), g_snapshot_every_steps, time_budget_min",
+}
+#: Fields that say where a run reads or writes and how often it saves, not what it computes:
+#: :func:`same_run_config` ignores them (a run may resume on another device or data folder).
+ENVIRONMENT_FIELDS = ("device", "data_root", "download", "checkpoint_every_s", "checkpoint_every_steps",
+                      "g_snapshot_every_steps")
 
 
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names the field and the fix."""
+
+
+class SchemaVersionError(ConfigError):
+    """A record was written by a newer csigen than this one (its schema_version is unknown here)."""
+
+
+class RunConfigMismatchError(ConfigError):
+    """A run folder already holds a run with another configuration."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +76,14 @@ class TrainConfig:
         images per step (each seen as ``num_shifts`` x 2 views); ``max_steps``
         caps the total number of steps (the schedule still spans ``epochs``
         unless ``max_steps`` is smaller, in which case it spans ``max_steps``).
+        ``time_budget_min`` (opt-in) replaces both by a step count planned
+        from the measured speed of the first steps (:mod:`csigen.budget`).
+        One run on K processes (``torchrun --nproc_per_node=K``,
+        :mod:`csigen.distributed`): ``batch_size`` (and ``gan_batch_size``) is
+        the global batch, all processes together, each taking ``batch_size / K``
+        (a multiple of K is required); the learning rates and the schedule are
+        those of the global batch, unchanged by K. The same config is the same
+        run on 1 or K GPUs.
     F optimiser (CSI's code): LARS over SGD, lr 0.1, momentum 0.9, weight
         decay 1e-6, ``warmup_epochs`` of linear warm-up to
         ``warmup_multiplier`` x lr, then cosine decay, stepped per iteration.
@@ -57,12 +104,18 @@ class TrainConfig:
     preset: str = "custom"
     seed: int = 0
     device: str = "auto"
-    amp: bool = True
+    #: training precision: "auto" (bf16 on CUDA GPUs of compute capability >= 8.0, fp16 with loss
+    #: scaling on older GPUs, fp32 on the CPU), "bf16", "fp16" (autocast + GradScaler) or "off" (fp32).
+    amp: str = "auto"
     channels_last: bool = True
     deterministic: bool = False
     # F and L_CSI
     epochs: int = 100
     max_steps: int | None = None
+    #: opt-in time budget in minutes for training AND evaluation together (csigen.budget): the first steps are
+    #: timed on a throwaway copy, then the step count and the schedule are fixed to fit and recorded in the
+    #: checkpoint and result.json ("time_budget"); replaces epochs/max_steps as the length. None: no budget.
+    time_budget_min: float | None = None
     batch_size: int = 32
     num_shifts: int = 4
     temperature: float = 0.5
@@ -86,20 +139,33 @@ class TrainConfig:
     rec_lambda: float = 100.0
     rec_reduction: str = "mean"
     max_grad_norm: float = 1e4
+    #: "keep": F's BatchNorm running statistics are untouched by the passes where F is a frozen
+    #: critic (Eq. 6 on G(h), Eq. 8 on [T1(x); T2(x^)]); "update": those passes move them too
+    #: (the other reading of "frozen"; csigen <= 0.1 behaved so).
+    critic_bn_stats: str = "keep"
     on_nonfinite: str = "stop"
     # evaluation
     eval_samples: int = 10
     eval_crop_scale: float = 0.54
     score: str = "shared"
     eval_batch_size: int = 256
+    eval_amp: bool = False  # evaluate under autocast with the training precision dtype (default fp32, as CSI)
     # checkpoints
     checkpoint_every_s: float = 300.0
     checkpoint_every_steps: int | None = None
+    #: csi+g / full: write G's state_dict to out_dir/g_snapshots/step_<NNNNNN>.pt every k steps, for FID and
+    #: samples over training (csigen.fid.maybe_save_g_snapshot); None = no snapshots; ignored for csi.
+    g_snapshot_every_steps: int | None = None
 
     def __post_init__(self) -> None:
         def bad(name: str, fix: str) -> ConfigError:
             return ConfigError(f"invalid {name}={getattr(self, name)!r}: {fix}")
 
+        if isinstance(self.amp, bool):  # csigen 0.1.0 spelling: True meant "auto", False "off"
+            object.__setattr__(self, "amp", "auto" if self.amp else "off")
+        if self.amp not in AMP_MODES:
+            raise bad("amp", "choose 'auto' (bf16 on GPUs that support it, fp16 with loss scaling on older "
+                             "GPUs, fp32 on the CPU), 'bf16', 'fp16' or 'off' (fp32)")
         if self.variant not in VARIANTS:
             raise bad("variant", f"choose one of {VARIANTS}")
         if self.f_optimizer not in F_OPTIMIZERS:
@@ -108,6 +174,8 @@ class TrainConfig:
             raise bad("score", f"choose one of {SCORES}")
         if self.gan_loss not in ("log", "minimax", "hinge"):
             raise bad("gan_loss", "choose 'log', 'minimax' or 'hinge'")
+        if self.critic_bn_stats not in ("keep", "update"):
+            raise bad("critic_bn_stats", "choose 'keep' (frozen critic leaves F's statistics) or 'update'")
         if self.on_nonfinite not in ("stop", "rollback"):
             raise bad("on_nonfinite", "choose 'stop' or 'rollback'")
         for name in ("epochs", "batch_size", "gan_every", "eval_samples", "eval_batch_size"):
@@ -119,6 +187,13 @@ class TrainConfig:
             raise bad("num_shifts", "use 4 (rotations) or 1 (plain SimCLR)")
         if self.max_steps is not None and self.max_steps < 1:
             raise bad("max_steps", "use None or a positive integer")
+        if self.time_budget_min is not None and (
+                isinstance(self.time_budget_min, bool) or not isinstance(self.time_budget_min, (int, float))
+                or not math.isfinite(self.time_budget_min) or self.time_budget_min <= 0):
+            raise bad("time_budget_min", "use None (no budget) or a positive number of minutes for training and "
+                                         "evaluation together, e.g. 15")
+        if self.g_snapshot_every_steps is not None and int(self.g_snapshot_every_steps) < 1:
+            raise bad("g_snapshot_every_steps", "use None (no G snapshots) or a positive number of steps")
         if not 0 < self.eval_crop_scale <= 1:
             raise bad("eval_crop_scale", "must be in (0, 1]")
 
@@ -131,17 +206,26 @@ class TrainConfig:
         return self.variant == "full"
 
     def to_dict(self) -> dict[str, Any]:
+        """Every field (JSON-ready) plus ``"schema_version"``: :data:`SCHEMA_VERSION`."""
         d = dataclasses.asdict(self)
         d["gan_betas"] = list(self.gan_betas)
+        d["schema_version"] = SCHEMA_VERSION
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """A config from :meth:`to_dict`'s output, of this or any older schema version.
+
+        An older dict (``schema_version`` below :data:`SCHEMA_VERSION`, or absent:
+        version 0) is upgraded by :func:`upgrade_config_dict`; fields it lacks take
+        their defaults. Raises :class:`SchemaVersionError` for a dict from a newer
+        csigen and :class:`ConfigError` for unknown fields or invalid values.
+        """
+        d = upgrade_config_dict(d)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ConfigError(f"unknown config fields {unknown}; known fields: {sorted(known)}")
-        d = dict(d)
         if "gan_betas" in d:
             d["gan_betas"] = tuple(d["gan_betas"])
         return cls(**d)
@@ -155,6 +239,109 @@ class TrainConfig:
         sig = {k: getattr(self, k) for k in keys}
         sig["inlier"] = str(self.inlier)
         return sig
+
+
+def check_schema_version(version: Any, what: str = "record") -> int:
+    """``version`` as an int, or a clear error if it is invalid or newer than :data:`SCHEMA_VERSION`.
+
+    ``what`` names the record in the message, e.g. ``"runs/demo/result.json"``.
+    """
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise ConfigError(f"{what} has an invalid schema_version {version!r} (expected an integer >= 0); "
+                          "it was not written by csigen or was edited by hand")
+    if version > SCHEMA_VERSION:
+        from csigen import __version__
+
+        raise SchemaVersionError(
+            f"{what} was written by a newer csigen (schema version {version}); csigen {__version__} reads "
+            f"schema versions 0 to {SCHEMA_VERSION}. Upgrade csigen to use it (pip install -U csigen, or "
+            "git pull and pip install -e . in a clone)")
+    return version
+
+
+def _upgrade_0_to_1(d: dict[str, Any]) -> dict[str, Any]:
+    """Schema 0 (csigen 0.1.0) -> 1: ``amp`` bool -> str; the 0.1.0 meaning of ``critic_bn_stats``."""
+    if isinstance(d.get("amp"), bool):
+        # 0.1.0: amp=True meant "mixed precision on CUDA (bf16 where supported, else fp16), off on the CPU"
+        d["amp"] = "auto" if d["amp"] else "off"
+    # 0.1.0 let F's frozen-critic passes move its BatchNorm running statistics ("update"); today's
+    # default ("keep") would misdescribe how such a run was trained.
+    d.setdefault("critic_bn_stats", "update")
+    return d
+
+
+#: ``_MIGRATIONS[v]`` turns a config dict of schema version v into version v + 1.
+_MIGRATIONS = {0: _upgrade_0_to_1}
+
+
+def upgrade_config_dict(d: dict[str, Any], what: str = "config") -> dict[str, Any]:
+    """A copy of config dict ``d`` upgraded to :data:`SCHEMA_VERSION`, without the ``schema_version`` key.
+
+    Fields that ``d`` lacks and no migration fills are left out (the dataclass
+    default applies). Raises :class:`SchemaVersionError` for a newer version.
+    """
+    if not isinstance(d, dict):
+        raise ConfigError(f"{what} is not a config (a JSON object of fields), got {type(d).__name__}")
+    d = dict(d)
+    version = check_schema_version(d.pop("schema_version", 0), what)
+    while version < SCHEMA_VERSION:
+        d = _MIGRATIONS[version](d)
+        version += 1
+    return d
+
+
+def same_run_config(saved: dict[str, Any], config: TrainConfig, what: str = "the saved run") -> list[str]:
+    """The names of the fields in which the run recorded as ``saved`` differs from ``config``.
+
+    An empty list means "the same run": a finished run is reported instead of
+    redone and an interrupted one may resume. ``saved`` is a config dict as
+    written into ``config.json``, ``result.json["config"]`` or a checkpoint,
+    of any schema version up to :data:`SCHEMA_VERSION`; it is upgraded
+    (:func:`upgrade_config_dict`) before comparing. Ignored:
+
+    * :data:`ENVIRONMENT_FIELDS` (device, data folder, checkpoint and G-snapshot cadence);
+    * fields the record does not have (new since its schema version) that
+      ``config`` leaves at their default: a run written before a field existed
+      is the same run as one asking for that field's default.
+
+    Raises :class:`SchemaVersionError` if ``saved`` comes from a newer csigen.
+    """
+    present = set(saved) if isinstance(saved, dict) else set()
+    try:
+        recorded = TrainConfig.from_dict(saved).to_dict()
+    except SchemaVersionError:
+        raise
+    except (ConfigError, TypeError) as exc:
+        raise ConfigError(f"{what}: its config cannot be read by this csigen ({exc})") from exc
+    requested = config.to_dict()
+    defaults = TrainConfig().to_dict()
+    diffs = []
+    for f in dataclasses.fields(TrainConfig):
+        name = f.name
+        if name in ENVIRONMENT_FIELDS:
+            continue
+        if name not in present and requested[name] == defaults[name]:
+            continue
+        if recorded[name] != requested[name]:
+            diffs.append(name)
+    return diffs
+
+
+def require_same_run_config(saved: dict[str, Any], config: TrainConfig, where: str) -> None:
+    """Raise :class:`RunConfigMismatchError` naming each differing field unless :func:`same_run_config` is empty.
+
+    ``where`` describes the existing run, e.g. ``"runs/demo holds a finished run"``.
+    """
+    diffs = same_run_config(saved, config, what=where)
+    if not diffs:
+        return
+    recorded = TrainConfig.from_dict(saved)
+    details = "; ".join(f"{name}: the run has {getattr(recorded, name)!r}, requested {getattr(config, name)!r}"
+                        for name in diffs)
+    raise RunConfigMismatchError(
+        f"{where} with another configuration ({details}). Nothing was changed. Pass --force "
+        "(force=True in Python) to start over and overwrite it, or write to another folder (--out, or "
+        "another out_dir).")
 
 
 @dataclass(frozen=True)
@@ -194,8 +381,9 @@ PRESETS: dict[str, Preset] = {
         Preset(
             "quick",
             dict(epochs=100, batch_size=64, eval_samples=10, warmup_epochs=5.0),
-            "A GPU run of minutes per class (100 epochs of one CIFAR-10 class, batch 64); "
-            "expected a few AUROC points below the paper.",
+            "A GPU run of 30 min to 1 h per class on a Colab T4 (100 epochs of one CIFAR-10 class, batch 64): "
+            "csi about 30 min, csi+g about 45 min, full about 1 h (estimates, not yet measured; the notebooks' "
+            "run-time tables). Expected a few AUROC points below the paper.",
         ),
         Preset(
             "paper",

@@ -9,6 +9,38 @@ Every loader returns a :class:`OneClassTask` whose images are **uint8 tensors
 of shape (N, 3, H, W)** held in memory. :func:`to_float` is the single place
 where they become float tensors in [0, 1] (see ``docs/design.md``).
 
+ImageNet-30 follows CSI's data pipeline (alinlab/CSI, ``datasets/datasets.py``,
+``get_transform_imagenet`` and ``get_simclr_eval_transform_imagenet``):
+
+* every image is decoded once and resized as torchvision's ``Resize(256)``
+  does (PIL bilinear, shorter side 256, aspect ratio kept, the *whole* image);
+  those uint8 pixels are kept, ragged, in :class:`FullImages`
+  (``task.train_full``, ``task.test_full``; about 3 x 256 x 340 bytes an
+  image, e.g. 0.34 GB for a class's 1300 training images and 0.8 GB for the
+  3000 test images);
+* ``train_images`` / ``test_images`` are CSI's *test* transform,
+  ``Resize(256)`` + ``CenterCrop(224)``, sliced from those pixels;
+* training (:meth:`OneClassTask.train_view`): each step, each image gets
+  ``RandomResizedCrop(224)`` (area 0.08-1, ratio 3/4-4/3, torchvision's box
+  law) of the full resized image and a random horizontal flip, made on the
+  CPU with PIL from the trainer's seeded generator (exactly CSI's pixels for
+  a given box; resumable, device independent), then moved to the device as
+  uint8;
+* evaluation crops (:meth:`OneClassTask.eval_view`): CSI's ``ood_pre``
+  evaluation replaces the centre crop by ``RandomResizedCrop(224,
+  scale=(0.54, 0.54))`` + flip of the full image, and its T has no crop of
+  its own (``csigen.augment.no_crop_augment``).
+
+For the 32x32 datasets CSI's data side is ``ToTensor()`` only, so the views
+are the stored images and T crops on the device.
+Chosen over lazy decoding (CSI's DataLoader decodes every JPEG every epoch):
+the resized pixels cost a few hundred MB, and a step's crops take
+milliseconds on one CPU core. As CSI's step, ``Trainer._batch`` gives each
+of an image's two T-views its own data-side crop (``train_view(...,
+views=2)``) and the trainer's T has no crop; the evaluation crops each draw
+from the full images (``csigen.train.eval_features``). See ``docs/design.md``,
+"ImageNet-30 input pipeline".
+
 Quick start::
 
     from csigen.data import load_task, to_float
@@ -42,14 +74,17 @@ __all__ = [
     "IMG_EXTENSIONS",
     "SHAPES_CLASSES",
     "DataNotFoundError",
+    "FullImages",
     "OneClassTask",
     "UnknownDatasetError",
     "class_names",
     "default_data_root",
+    "imagenet_resize_size",
     "list_datasets",
     "load_task",
     "load_task_for",
     "make_shapes",
+    "resize_shorter_side",
     "to_float",
 ]
 
@@ -161,6 +196,100 @@ _IMAGENET30_HELP = (
 # --------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class FullImages:
+    """Images of different sizes in one flat uint8 buffer (the ImageNet-30 store).
+
+    Image ``i`` is ``data[offsets[i] : offsets[i] + h * w * 3]`` in (H, W, 3)
+    order (PIL's), with ``(h, w) = sizes[i]``. One buffer, no padding: memory
+    is exactly the pixels' bytes (:attr:`nbytes`).
+
+    Attributes:
+        data: uint8 ``(total,)``.
+        offsets: int64 ``(N,)``, start of each image in ``data``.
+        sizes: int64 ``(N, 2)``, ``(height, width)`` of each image.
+    """
+
+    data: torch.Tensor = field(repr=False)
+    offsets: torch.Tensor = field(repr=False)
+    sizes: torch.Tensor = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if self.data.dtype != torch.uint8 or self.data.dim() != 1:
+            raise TypeError(f"FullImages.data must be a 1-D uint8 tensor, got {self.data.dtype} {tuple(self.data.shape)}")
+        if self.sizes.dim() != 2 or self.sizes.shape[1] != 2 or self.offsets.shape != self.sizes.shape[:1]:
+            raise ValueError("FullImages needs offsets (N,) and sizes (N, 2)")
+
+    def __len__(self) -> int:
+        return int(self.sizes.shape[0])
+
+    def __repr__(self) -> str:
+        return f"FullImages({len(self)} images, {self.nbytes / 2**20:.1f} MiB)"
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the pixels."""
+        return int(self.data.numel())
+
+    def image(self, i: int) -> np.ndarray:
+        """Image ``i`` as a read-only uint8 ``(h, w, 3)`` numpy view (no copy)."""
+        h, w = (int(v) for v in self.sizes[i])
+        start = int(self.offsets[i])
+        view = self.data.numpy()[start:start + h * w * 3].reshape(h, w, 3)
+        view.flags.writeable = False
+        return view
+
+    def center_crop(self, size: int) -> torch.Tensor:
+        """uint8 ``(N, 3, size, size)``: torchvision's ``CenterCrop(size)`` of every image."""
+        out = np.empty((len(self), 3, size, size), dtype=np.uint8)
+        for i in range(len(self)):
+            img = self.image(i)
+            h, w = img.shape[:2]
+            if h < size or w < size:
+                raise ValueError(f"image {i} is {h}x{w}, smaller than the {size}x{size} centre crop")
+            top, left = round((h - size) / 2.0), round((w - size) / 2.0)  # torchvision's rounding
+            out[i] = img[top:top + size, left:left + size].transpose(2, 0, 1)
+        return torch.from_numpy(out)
+
+    def resized_crops(self, indices, boxes, flips, size: int) -> torch.Tensor:
+        """uint8 ``(B, 3, size, size)``: crop ``boxes[b]`` of image ``indices[b]``, resized, flipped.
+
+        ``boxes`` is ``(B, 4)`` ``(top, left, height, width)``, ``flips`` bool
+        ``(B,)``. Each crop is resized to ``size x size`` by PIL's bilinear
+        filter (antialiased) unless it already has that size, then mirrored
+        where ``flips``: torchvision's ``RandomResizedCrop(size)`` followed by
+        ``RandomHorizontalFlip`` for those parameters, pixel for pixel.
+        """
+        from PIL import Image
+
+        indices = torch.as_tensor(indices).reshape(-1).tolist()
+        boxes = torch.as_tensor(boxes).reshape(-1, 4).tolist()
+        flips = torch.as_tensor(flips).reshape(-1).tolist()
+        if not len(indices) == len(boxes) == len(flips):
+            raise ValueError(f"indices, boxes and flips disagree: {len(indices)}, {len(boxes)}, {len(flips)}")
+        for i, (top, left, h, w) in zip(indices, boxes):
+            height, width = self.sizes[i].tolist()
+            if not (0 <= top and 0 <= left and 0 < h and 0 < w and top + h <= height and left + w <= width):
+                raise ValueError(f"box {(top, left, h, w)} does not fit image {i} of size {(height, width)}")
+        out = np.empty((len(indices), 3, size, size), dtype=np.uint8)
+
+        def one(b: int) -> None:
+            top, left, h, w = boxes[b]
+            crop = Image.fromarray(np.ascontiguousarray(self.image(indices[b])[top:top + h, left:left + w]))
+            if crop.size != (size, size):
+                crop = crop.resize((size, size), Image.BILINEAR)
+            arr = np.asarray(crop)
+            out[b] = (arr[:, ::-1] if flips[b] else arr).transpose(2, 0, 1)
+
+        if len(indices) >= 16 and (os.cpu_count() or 1) > 1:  # PIL's resize releases the GIL
+            with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+                list(pool.map(one, range(len(indices))))
+        else:
+            for b in range(len(indices)):
+                one(b)
+        return torch.from_numpy(out)
+
+
 @dataclass
 class OneClassTask:
     """One-class train/test split held in memory as uint8 tensors.
@@ -173,8 +302,12 @@ class OneClassTask:
         train_images: uint8 ``(N, 3, H, W)``, inlier training images only.
         test_images: uint8 ``(M, 3, H, W)``, the whole (possibly subsampled) test split.
         test_labels: int64 ``(M,)``, original class (or superclass) index of each test image.
-        image_size: H (= W).
+        image_size: H (= W), the network's input size.
         info: free-form provenance (root, superclass mode, subsampling, ...).
+        train_full, test_full: ImageNet-30 only (else ``None``): the same images
+            resized as CSI's ``Resize(256)`` (whole image, aspect ratio kept), from
+            which :meth:`train_view` and :meth:`eval_view` crop; ``train_images``
+            and ``test_images`` are their ``CenterCrop(224)`` (CSI's test transform).
     """
 
     dataset: str
@@ -186,6 +319,100 @@ class OneClassTask:
     test_labels: torch.Tensor = field(repr=False)
     image_size: int = 32
     info: dict = field(default_factory=dict, repr=False)
+    train_full: FullImages | None = field(default=None, repr=False)
+    test_full: FullImages | None = field(default=None, repr=False)
+
+    @property
+    def has_full_images(self) -> bool:
+        """True when views are cropped from full images on the data side (ImageNet-30).
+
+        Then CSI's T has no crop of its own (``csigen.augment.no_crop_augment``).
+        """
+        return self.train_full is not None
+
+    def train_view(self, indices, generator: torch.Generator | None = None,
+                   device: torch.device | str | None = None, *, views: int = 1) -> torch.Tensor:
+        """CSI's data-side training transform of training images ``indices``, as float in [0, 1].
+
+        ImageNet-30 (:attr:`has_full_images`): ``RandomResizedCrop(image_size)``
+        (area 0.08-1, aspect ratio 3/4-4/3) of the full ``Resize(256)`` image and
+        ``RandomHorizontalFlip``, drawn from ``generator`` (boxes by
+        :func:`csigen.augment.random_resized_crop_boxes`, then flips by
+        :func:`csigen.augment.random_flips`, for all ``views * B`` crops at once),
+        cropped and resized on the CPU with PIL, moved to ``device`` as uint8.
+        Other datasets: the stored images (CSI's data side is ``ToTensor()``);
+        nothing is drawn.
+
+        Args:
+            indices: ``(B,)`` indices into the training images.
+            generator: seeded generator (the trainer passes its augmentation
+                generator, so a resumed run draws the same crops); ``None`` uses
+                torch's global CPU RNG.
+            device: where the result goes (default CPU).
+            views: independent views per image, stacked ``[view 1; view 2; ...]``
+                (CSI makes two per image, one for each T-view).
+
+        Returns:
+            float32 ``(views * B, 3, image_size, image_size)`` in [0, 1].
+        """
+        idx = self._index(indices, self.train_images.shape[0], "train")
+        if views < 1:
+            raise ValueError(f"views must be >= 1, got {views}")
+        if self.train_full is None:
+            return to_float(self.train_images[idx.to(self.train_images.device)].repeat(views, 1, 1, 1), device)
+        from csigen.augment import TRAIN_CROP_SCALE
+
+        return to_float(self._random_crops(self.train_full, idx.repeat(views), TRAIN_CROP_SCALE, generator), device)
+
+    def eval_view(self, indices, generator: torch.Generator | None = None,
+                  device: torch.device | str | None = None, *, split: str = "test",
+                  scale: float | tuple[float, float] | None = None) -> torch.Tensor:
+        """CSI's data-side evaluation transform of ``split`` images ``indices``, as float in [0, 1].
+
+        ImageNet-30: CSI's ``ood_pre`` evaluation (``get_simclr_eval_transform_imagenet``,
+        run with ``--resize_fix --resize_factor 0.54``) crops every draw from the
+        full ``Resize(256)`` image: ``RandomResizedCrop(image_size, scale=(s, s))``
+        with ``s = scale`` (default 0.54, ``csigen.augment.EVAL_CROP_SCALE``; a pair
+        gives a range) and a random flip; T then only jitters colours
+        (:func:`csigen.augment.no_crop_augment`). CSI applies this to the
+        training images too (its score's reference features). Other datasets:
+        the stored images (T's 0.54 crop happens on the device); nothing is drawn.
+
+        CSI reseeds its RNG for every image, so all images of one size share the
+        R crop boxes; here each image draws its own (the same law per image).
+
+        Returns:
+            float32 ``(B, 3, image_size, image_size)`` in [0, 1].
+        """
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        images = self.train_images if split == "train" else self.test_images
+        full = self.train_full if split == "train" else self.test_full
+        idx = self._index(indices, images.shape[0], split)
+        if full is None:
+            return to_float(images[idx.to(images.device)], device)
+        from csigen.augment import EVAL_CROP_SCALE
+
+        s = EVAL_CROP_SCALE if scale is None else scale
+        s = (float(s), float(s)) if isinstance(s, (int, float)) else (float(s[0]), float(s[1]))
+        return to_float(self._random_crops(full, idx, s, generator), device)
+
+    def _random_crops(self, full: FullImages, idx: torch.Tensor, scale, generator) -> torch.Tensor:
+        from csigen.augment import CROP_RATIO, random_flips, random_resized_crop_boxes
+
+        boxes = random_resized_crop_boxes(full.sizes[idx], generator, scale=scale, ratio=CROP_RATIO)
+        flips = random_flips(idx.shape[0], generator)
+        return full.resized_crops(idx, boxes, flips, self.image_size)
+
+    @staticmethod
+    def _index(indices, n: int, split: str) -> torch.Tensor:
+        idx = torch.as_tensor(indices).reshape(-1).cpu()
+        if idx.is_floating_point() or idx.dtype == torch.bool:
+            raise TypeError(f"indices must be integers, got {idx.dtype}")
+        idx = idx.long()
+        if idx.numel() and (int(idx.min()) < -n or int(idx.max()) >= n):
+            raise IndexError(f"{split} indices must be in 0..{n - 1}, got {idx.min()}..{idx.max()}")
+        return idx % n if idx.numel() else idx
 
     @property
     def test_is_inlier(self) -> torch.Tensor:
@@ -312,9 +539,11 @@ def load_task(
         seed: seed of the subsampling (and of the ``shapes`` generator).
         image_size: output side. Defaults: 32 (CIFAR, shapes, imagefolder), 224
             (imagenet30). ImageFolder images of another size are resized (with the
-            default size a warning gives their count); ImageNet-30 images are resized to ``256/224 * image_size``
-            on the short side and centre-cropped (the random resized crop of CSI's
-            training then happens on the tensor side, see ``csigen.augment``).
+            default size a warning gives their count). ImageNet-30 images are resized as CSI's
+            ``Resize(256)`` (shorter side ``round(256/224 * image_size)``, whole image, kept in
+            ``task.train_full`` / ``task.test_full``); ``train_images`` / ``test_images`` are their
+            ``CenterCrop(image_size)``, and training crops come from the whole image
+            (:meth:`OneClassTask.train_view`, see the module docstring).
 
     Raises:
         UnknownDatasetError: unknown ``dataset``.
@@ -338,11 +567,11 @@ def load_task(
         base = _imagenet30_root(root)
         _check_imagenet30_layout(base)
         return _load_folder_task(ds, inlier, base, "one_class_train", "one_class_test", max_train, max_test,
-                                 seed, image_size or 224, center_crop=True)
+                                 seed, image_size or 224, full_images=True)
     base = _imagefolder_root(root)
     _check_imagefolder_layout(base)
     return _load_folder_task(ds, inlier, base, "train", "test", max_train, max_test, seed,
-                             image_size or 32, center_crop=False, explicit_size=image_size is not None)
+                             image_size or 32, full_images=False, explicit_size=image_size is not None)
 
 
 def load_task_for(config) -> OneClassTask:
@@ -620,7 +849,7 @@ def _list_images(folder: Path) -> list[str]:
 
 
 def _load_folder_task(ds, inlier, base: Path, train_sub, test_sub, max_train, max_test, seed, size,
-                      center_crop: bool, explicit_size: bool = False) -> OneClassTask:
+                      full_images: bool, explicit_size: bool = False) -> OneClassTask:
     train_dir, test_dir = base / train_sub, base / test_sub
     names = _folder_classes(train_dir, ds)
     test_names = _folder_classes(test_dir, ds)
@@ -656,20 +885,25 @@ def _load_folder_task(ds, inlier, base: Path, train_sub, test_sub, max_train, ma
     keep = _stratified_subsample(test_y, max_test, rng_test)
     test_files, test_y = [test_files[i] for i in keep], test_y[keep]
 
-    if center_crop:
-        prepare = _resize_center_crop(size)
-    else:
-        prepare = _resize_exact(size)
-    train_x, n_resized = _decode_images(train_files, size, prepare, batch_jpeg=not center_crop)
-    test_x, n_resized_test = _decode_images(test_files, size, prepare, batch_jpeg=not center_crop)
+    info = {"root": str(base), "max_train": max_train, "max_test": max_test, "seed": seed}
+    if full_images:
+        short = imagenet_resize_size(size)
+        train_full, n_resized = _decode_full_images(train_files, short)
+        test_full, n_resized_test = _decode_full_images(test_files, short)
+        info.update(resized=n_resized + n_resized_test, resize=short, full_images_bytes=train_full.nbytes
+                    + test_full.nbytes)
+        return OneClassTask(ds, idx, names[idx], names, train_full.center_crop(size), test_full.center_crop(size),
+                            torch.from_numpy(test_y), size, info, train_full=train_full, test_full=test_full)
+    prepare = _resize_exact(size)
+    train_x, n_resized = _decode_images(train_files, size, prepare)
+    test_x, n_resized_test = _decode_images(test_files, size, prepare)
     n_resized += n_resized_test
-    if n_resized and not center_crop and not explicit_size:
+    if n_resized and not explicit_size:
         warnings.warn(
             f"{n_resized} of {len(train_files) + len(test_files)} images in {base} were not {size}x{size} "
             f"and were resized to {size}x{size}.", stacklevel=3,
         )
-    info = {"root": str(base), "max_train": max_train, "max_test": max_test, "seed": seed,
-            "resized": n_resized}
+    info["resized"] = n_resized
     return OneClassTask(ds, idx, names[idx], names, torch.from_numpy(train_x), torch.from_numpy(test_x),
                         torch.from_numpy(test_y), size, info)
 
@@ -686,38 +920,74 @@ def _resize_exact(size: int) -> Callable:
     return prepare
 
 
-def _resize_center_crop(size: int) -> Callable:
-    """Short side to round(size * 256 / 224), then centre crop size x size (torchvision's eval pipeline)."""
+def imagenet_resize_size(image_size: int = 224) -> int:
+    """Shorter side of CSI's ``Resize(256)`` for network input ``image_size``: ``round(image_size * 256 / 224)``."""
+    return round(int(image_size) * 256 / 224)
+
+
+def resize_shorter_side(width: int, height: int, short: int) -> tuple[int, int]:
+    """``(width, height)`` after torchvision's ``Resize(short)``: shorter side ``short``, long side truncated."""
+    if width <= height:
+        return short, int(short * height / width)
+    return int(short * width / height), short
+
+
+def _decode_full_images(files: list[str], short: int) -> tuple[FullImages, int]:
+    """Decode ``files`` as torchvision's ``ImageFolder`` + ``Resize(short)``; returns the store and the number resized.
+
+    Pass 1 reads the headers for the sizes, so that one buffer of exactly the
+    output's bytes is allocated; pass 2 decodes on a thread pool (PIL releases
+    the GIL) straight into it. Every image is decoded in full (no JPEG draft
+    scaling) and resized with PIL's bilinear filter, as CSI's transform does,
+    so the pixels are CSI's.
+    """
     from PIL import Image
 
-    short = round(size * 256 / 224)
+    def header(path: str) -> tuple[int, int]:
+        try:
+            with Image.open(path) as img:
+                return img.size
+        except (OSError, ValueError) as err:
+            raise DataNotFoundError(f"Cannot read image {path}: {err}") from err
 
-    def prepare(img):
-        w, h = img.size
-        if (w, h) != (size, size):
-            if w <= h:
-                nw, nh = short, int(short * h / w)
-            else:
-                nw, nh = int(short * w / h), short
-            img = img.resize((nw, nh), Image.BILINEAR)
-            left = round((nw - size) / 2.0)
-            top = round((nh - size) / 2.0)
-            img = img.crop((left, top, left + size, top + size))
-            return img, True
-        return img, False
+    workers = min(16, max(2, 2 * (os.cpu_count() or 1)))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        source = list(pool.map(header, files))
+    target = [resize_shorter_side(w, h, short) for w, h in source]
+    lengths = np.array([w * h * 3 for w, h in target], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if len(files) else lengths
+    data = np.empty(int(lengths.sum()), dtype=np.uint8)
 
-    prepare.draft_size = (short, short)
-    return prepare
+    def decode(i: int) -> None:
+        try:
+            with Image.open(files[i]) as img:
+                if img.mode == "P":
+                    img = img.convert("RGBA")
+                img = img.convert("RGB") if img.mode != "RGB" else img
+                if img.size != target[i]:
+                    img = img.resize(target[i], Image.BILINEAR)
+                arr = np.asarray(img, dtype=np.uint8)
+        except (OSError, ValueError) as err:
+            raise DataNotFoundError(f"Cannot read image {files[i]}: {err}") from err
+        w, h = target[i]
+        if arr.shape != (h, w, 3):
+            raise DataNotFoundError(f"Image {files[i]} decoded to {arr.shape}, but its header says {source[i]}")
+        data[offsets[i]:offsets[i] + lengths[i]] = arr.reshape(-1)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(decode, range(len(files))))
+    sizes = torch.tensor([(h, w) for w, h in target], dtype=torch.int64).reshape(-1, 2)
+    store = FullImages(torch.from_numpy(data), torch.from_numpy(offsets), sizes)
+    return store, sum(1 for s, t in zip(source, target) if s != t)
 
 
-def _decode_images(files: list[str], size: int, prepare: Callable, batch_jpeg: bool) -> tuple[np.ndarray, int]:
+def _decode_images(files: list[str], size: int, prepare: Callable) -> tuple[np.ndarray, int]:
     """Decode ``files`` into one (n, 3, size, size) uint8 array; returns it and the number resized.
 
-    Small JPEGs (``batch_jpeg``) are decoded in batches by ``torchvision.io.decode_jpeg``
-    (libjpeg in C++, several times faster than a PIL loop for 32x32 files, same pixels); other
-    files go through PIL (``convert("RGB")``, so L/RGBA/P/CMYK modes become RGB).
-    Large images (``batch_jpeg=False``, ImageNet-30) are decoded by PIL on a thread
-    pool, where libjpeg's DCT scaling (``Image.draft``) and the released GIL pay off.
+    JPEGs are decoded in batches by ``torchvision.io.decode_jpeg`` (libjpeg in C++, several
+    times faster than a PIL loop for 32x32 files, same pixels); other files go through PIL
+    (``convert("RGB")``, so L/RGBA/P/CMYK modes become RGB). ImageNet-30 has its own
+    decoder, :func:`_decode_full_images`.
     """
     from PIL import Image
 
@@ -738,12 +1008,6 @@ def _decode_images(files: list[str], size: int, prepare: Callable, batch_jpeg: b
                 finish(i, img.convert("RGB") if img.mode != "RGB" else img)
         except (OSError, ValueError) as err:
             raise DataNotFoundError(f"Cannot read image {files[i]}: {err}") from err
-
-    if not batch_jpeg:
-        workers = min(16, max(2, 2 * (os.cpu_count() or 1)))
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            list(pool.map(pil_one, range(len(files))))
-        return out, int(resized.sum())
 
     try:
         from torchvision.io import ImageReadMode, decode_jpeg

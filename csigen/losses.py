@@ -19,10 +19,20 @@ GAN loss form (Eq. 7 and Eq. 9). The paper writes the minimax log form
 * ``"hinge"``: the SNGAN hinge loss (Miyato et al. 2018).
 
 Discriminator outputs are *logits* of shape ``(B,)``; ``D(x) = sigmoid(logit)``.
+
+Precision. The networks may run under ``torch.autocast`` (bf16 or fp16, see
+:func:`csigen.train.resolve_precision`), but every loss here computes its
+logits (Eq. 1's similarity matrix, the shift head's cross-entropy, the
+discriminator terms) and every reduction in float32 with autocast switched
+off (:func:`_float32`): under autocast ``z @ z.t()`` would be recast to 16 bits
+even after ``.float()`` (each logit rounded to 8 significant bits; Eq. 1 then
+moved by up to ~4e-3 in ``tests/test_precision.py``). The returned losses are
+float32 on every path.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Callable
 
 import torch
@@ -46,6 +56,16 @@ __all__ = [
     "encoder_latent_adversarial_loss",
     "latent_reconstruction_loss",
 ]
+
+
+def _float32(x: torch.Tensor):
+    """A context with autocast off on ``x``'s device: inside, float32 inputs give float32 results.
+
+    Devices without autocast (e.g. ``"meta"``) get a no-op context.
+    """
+    if not torch.amp.is_autocast_available(x.device.type):
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=x.device.type, enabled=False)
 
 
 def _check_form(form: str) -> None:
@@ -73,12 +93,13 @@ def nt_xent(features: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
         raise ValueError(f"features needs an even number >= 2 of rows (two views), got {n2}")
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    z = F_.normalize(features.float(), dim=1)
-    logits = z @ z.t() / temperature
-    logits = logits.masked_fill(torch.eye(n2, dtype=torch.bool, device=z.device), float("-inf"))
-    n = n2 // 2
-    positives = torch.cat([torch.arange(n, n2), torch.arange(0, n)]).to(z.device)
-    return F_.cross_entropy(logits, positives)
+    with _float32(features):  # logits and the reduction in float32, also under autocast
+        z = F_.normalize(features.float(), dim=1)
+        logits = z @ z.t() / temperature
+        logits = logits.masked_fill(torch.eye(n2, dtype=torch.bool, device=z.device), float("-inf"))
+        n = n2 // 2
+        positives = torch.cat([torch.arange(n, n2), torch.arange(0, n)]).to(z.device)
+        return F_.cross_entropy(logits, positives)
 
 
 def con_si(features: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
@@ -94,8 +115,17 @@ def con_si(features: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
 
     Returns:
         Scalar loss (Eq. 1 applied to {X, X^S}).
+
+    One run on K processes (torchrun, :mod:`csigen.distributed`): the
+    instances are those of the global batch, as in CSI's multi-GPU training
+    (diffdist): the features of every process are all-gathered with gradients
+    before the similarity matrix (:func:`csigen.distributed.gather_views`),
+    so every process computes Eq. 1 over the ``2 * K * M`` rows. One process:
+    ``features`` go to :func:`nt_xent` untouched.
     """
-    return nt_xent(features, temperature)
+    from csigen.distributed import gather_views
+
+    return nt_xent(gather_views(features), temperature)
 
 
 def cls_si(shift_logits: torch.Tensor, shift_labels: torch.Tensor) -> torch.Tensor:
@@ -113,7 +143,8 @@ def cls_si(shift_logits: torch.Tensor, shift_labels: torch.Tensor) -> torch.Tens
             f"shift_logits (M, K) and shift_labels (M,) disagree: "
             f"{tuple(shift_logits.shape)} vs {tuple(shift_labels.shape)}"
         )
-    return F_.cross_entropy(shift_logits.float(), shift_labels)
+    with _float32(shift_logits):
+        return F_.cross_entropy(shift_logits.float(), shift_labels)
 
 
 def _two_shifted_views(
@@ -121,15 +152,26 @@ def _two_shifted_views(
     augment: Callable,
     num_shifts: int,
     generator: torch.Generator | None,
+    second_view: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """CSI's input pipeline: flip, K rotations, two T-views.
+
+    With ``second_view``, ``images`` and ``second_view`` are the two views
+    already (ImageNet-30: each its own data-side crop and flip), and nothing is
+    flipped here, as in CSI's ImageNet step (``images[0], images[1]``, no ``hflip``).
 
     Returns ``(views (2 * K * B, 3, H, W), shift_labels (2 * K * B,))``.
     """
     from csigen.augment import random_hflip, shift_batch
 
-    both = random_hflip(images.repeat(2, 1, 1, 1), generator=generator)
-    view1, view2 = both.chunk(2)
+    if second_view is None:
+        both = random_hflip(images.repeat(2, 1, 1, 1), generator=generator)
+        view1, view2 = both.chunk(2)
+    elif second_view.shape != images.shape:
+        raise ValueError(f"second_view {tuple(second_view.shape)} must have the shape of images "
+                         f"{tuple(images.shape)}: one second view per image")
+    else:
+        view1, view2 = images, second_view
     shifted1, labels = shift_batch(view1, num_shifts)
     shifted2, _ = shift_batch(view2, num_shifts)
     views = augment(torch.cat([shifted1, shifted2]), generator=generator)
@@ -145,11 +187,17 @@ def csi_loss(
     temperature: float = 0.5,
     cls_weight: float = 1.0,
     generator: torch.Generator | None = None,
+    second_view: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """L_CSI = L_con-SI + L_cls-SI, Eq. 4, computed as CSI's training step does.
 
     Each image is flipped at random, rotated by the K shifts and augmented
     twice by T; F sees all ``2 * K * B`` views in one forward pass.
+    With ``second_view`` (CSI's ImageNet-30 step) ``images`` is the first
+    view and ``second_view`` the second, each with its own data-side crop and
+    flip (:meth:`csigen.data.OneClassTask.train_view` with ``views=2``): they
+    are not flipped again, only rotated and augmented by T (then the crop-free
+    :func:`csigen.augment.no_crop_augment`).
 
     Args:
         model: F, called as ``model(x, simclr=True, shift=True)``.
@@ -159,11 +207,13 @@ def csi_loss(
         temperature: tau of Eq. 1.
         cls_weight: weight of L_cls-SI (1 in CSI and the paper).
         generator: seeds flips and T.
+        second_view: ``(B, 3, H, W)`` or ``None`` (default: both views are
+            ``images``, flipped here).
 
     Returns:
         ``{"loss": scalar, "con_si": scalar, "cls_si": scalar}``.
     """
-    views, labels = _two_shifted_views(images, augment, num_shifts, generator)
+    views, labels = _two_shifted_views(images, augment, num_shifts, generator, second_view)
     out = model(views, simclr=True, shift=True)
     l_con = con_si(out["simclr"], temperature)
     l_cls = cls_si(out["shift"], labels.to(out["shift"].device))
@@ -175,6 +225,9 @@ def joint_loss(
     real: torch.Tensor,
     synthetic: torch.Tensor,
     augment: Callable,
+    *,
+    second_view: torch.Tensor | None = None,
+    synthetic_views: Callable | None = None,
     **kwargs,
 ) -> dict[str, torch.Tensor]:
     """L_JOINT = L_CSI(X union X~), Eq. 5.
@@ -182,22 +235,46 @@ def joint_loss(
     Real ``(B, 3, H, W)`` and synthetic ``(B', 3, H, W)`` images form one batch
     of ``B + B'`` instances: each synthetic image is a negative for every real
     one and vice versa. Keyword arguments go to :func:`csi_loss`.
+
+    Full-image tasks (ImageNet-30, CSI's step): ``real`` and ``second_view``
+    are two data-side views of the real images, and ``synthetic_views(x~,
+    generator=g)`` gives the two views ``(2 B', 3, H, W)`` of the synthetic
+    ones (:func:`csigen.augment.crop_flip_views`; G(h) has no data side); the
+    batch is ``[real; view 1 of x~]`` with second view ``[second_view; view 2
+    of x~]``. Both or neither must be given.
     """
-    return csi_loss(model, torch.cat([real, synthetic]), augment, **kwargs)
+    if second_view is None and synthetic_views is None:
+        return csi_loss(model, torch.cat([real, synthetic]), augment, **kwargs)
+    if second_view is None or synthetic_views is None:
+        raise ValueError("joint_loss: second_view (the real images' second data-side view) and "
+                         "synthetic_views (the views of the synthetic images, e.g. "
+                         "csigen.augment.crop_flip_views) go together; pass both (full-image tasks) or neither")
+    s1, s2 = synthetic_views(synthetic, generator=kwargs.get("generator")).chunk(2)
+    return csi_loss(model, torch.cat([real, s1]), augment, second_view=torch.cat([second_view, s2]), **kwargs)
 
 
 def csi_s_loss(
     model: torch.nn.Module,
     synthetic: torch.Tensor,
     augment: Callable,
+    *,
+    synthetic_views: Callable | None = None,
     **kwargs,
 ) -> dict[str, torch.Tensor]:
     """L_CSI-S = L_CSI(X~), Eq. 6: CSI on synthetic images only (trains G).
 
     ``synthetic``: ``(B', 3, H, W)`` = G(h). Gradients reach G through F and T;
     the caller keeps F's parameters out of the optimiser step.
+    ``synthetic_views`` (full-image tasks, whose T has no crop): a callable
+    ``synthetic_views(x~, generator=g) -> (2 B', 3, H, W)`` giving the two
+    views (:func:`csigen.augment.crop_flip_views`, CSI's data-side crop and
+    flip made on the device), used as :func:`csi_loss`'s two views; ``None``:
+    both views are ``synthetic`` (flipped in :func:`csi_loss`, T crops).
     """
-    return csi_loss(model, synthetic, augment, **kwargs)
+    if synthetic_views is None:
+        return csi_loss(model, synthetic, augment, **kwargs)
+    s1, s2 = synthetic_views(synthetic, generator=kwargs.get("generator")).chunk(2)
+    return csi_loss(model, s1, augment, second_view=s2, **kwargs)
 
 
 def discriminator_loss(
@@ -219,16 +296,18 @@ def discriminator_loss(
         Scalar, the sum of one mean term per input, as Eq. 7 sums its terms.
     """
     _check_form(form)
-    fakes = [d_fake] + ([d_recon] if d_recon is not None else [])
-    if form == "hinge":
-        loss = F_.relu(1 - d_real).mean()
+    with _float32(d_real):
+        d_real = d_real.float()
+        fakes = [d.float() for d in [d_fake] + ([d_recon] if d_recon is not None else [])]
+        if form == "hinge":
+            loss = F_.relu(1 - d_real).mean()
+            for d in fakes:
+                loss = loss + F_.relu(1 + d).mean()
+            return loss
+        loss = F_.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
         for d in fakes:
-            loss = loss + F_.relu(1 + d).mean()
+            loss = loss + F_.binary_cross_entropy_with_logits(d, torch.zeros_like(d))
         return loss
-    loss = F_.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
-    for d in fakes:
-        loss = loss + F_.binary_cross_entropy_with_logits(d, torch.zeros_like(d))
-    return loss
 
 
 def generator_adversarial_loss(
@@ -248,24 +327,27 @@ def generator_adversarial_loss(
         Scalar to minimise.
     """
     _check_form(form)
-    loss = d_fake.new_zeros(())
-    for d in [d_fake] + ([d_recon] if d_recon is not None else []):
-        if form == "log":
-            loss = loss + F_.binary_cross_entropy_with_logits(d, torch.ones_like(d))
-        elif form == "minimax":
-            loss = loss - F_.binary_cross_entropy_with_logits(d, torch.zeros_like(d))
-        else:
-            loss = loss - d.mean()
-    return loss
+    with _float32(d_fake):
+        loss = d_fake.new_zeros((), dtype=torch.float32)
+        for d in [d_fake] + ([d_recon] if d_recon is not None else []):
+            d = d.float()
+            if form == "log":
+                loss = loss + F_.binary_cross_entropy_with_logits(d, torch.ones_like(d))
+            elif form == "minimax":
+                loss = loss - F_.binary_cross_entropy_with_logits(d, torch.zeros_like(d))
+            else:
+                loss = loss - d.mean()
+        return loss
 
 
 def _squared_error(a: torch.Tensor, b: torch.Tensor, reduction: str) -> torch.Tensor:
     if reduction not in REDUCTIONS:
         raise ValueError(f"unknown reduction {reduction!r}; choose one of {REDUCTIONS}")
-    diff = (a.float() - b.float()) ** 2
-    if reduction == "mean":
-        return diff.mean()
-    return diff.flatten(1).sum(1).mean()
+    with _float32(a):
+        diff = (a.float() - b.float()) ** 2
+        if reduction == "mean":
+            return diff.mean()
+        return diff.flatten(1).sum(1).mean()
 
 
 def reconstruction_loss(
@@ -307,10 +389,11 @@ def reconstruction_loss(
         raise ValueError(f"x {tuple(x.shape)} and x_hat {tuple(x_hat.shape)} must have the same shape")
     pixel = _squared_error(x.detach(), x_hat, reduction)
     both = augment(torch.cat([x.detach(), x_hat]), generator=generator)
-    z = model(both, simclr=True)["simclr"].float()
-    z_x, z_hat = z.chunk(2)
-    sim = F_.cosine_similarity(z_x, z_hat, dim=1).mean()
-    return {"loss": lam * pixel - sim, "pixel": pixel, "feature_sim": sim}
+    z = model(both, simclr=True)["simclr"]
+    with _float32(z):
+        z_x, z_hat = z.float().chunk(2)
+        sim = F_.cosine_similarity(z_x, z_hat, dim=1).mean()
+        return {"loss": lam * pixel - sim, "pixel": pixel, "feature_sim": sim}
 
 
 def latent_discriminator_loss(

@@ -383,20 +383,26 @@ class Generator(nn.Module):
 
     def sample_latent(self, n: int, generator: torch.Generator | None = None,
                       device: torch.device | str | None = None) -> torch.Tensor:
-        """Draw ``(n, z_dim)`` latents from N(0, I).
+        """Draw ``(n, z_dim)`` latents from N(0, I) on ``device`` (default: the model's).
 
-        ``device`` defaults to the generator's device if given, else the
-        model's. Reproducible for a seeded ``generator``.
+        The numbers are drawn on the generator's own device (torch's global
+        CPU RNG when ``generator`` is None), in one call, and then moved to
+        ``device``: a seeded CPU generator (the trainer's, whose state a
+        checkpoint holds) gives the same latents for a model on any device,
+        and PyTorch refuses to draw a CUDA tensor from a CPU generator.
         """
         if device is None:
-            device = generator.device if generator is not None else next(self.parameters()).device
-        return torch.randn(n, self.z_dim, generator=generator, device=device)
+            device = next(self.parameters()).device
+        source = generator.device if generator is not None else torch.device("cpu")
+        h = torch.randn(n, self.z_dim, generator=generator, device=source)
+        return h.to(device, non_blocking=True)
 
 
 def _resize_to_native(x: torch.Tensor, native: int) -> torch.Tensor:
     if x.shape[-1] == native and x.shape[-2] == native:
         return x
-    return F.interpolate(x, size=(native, native), mode="bilinear", align_corners=False, antialias=True)
+    # in float32: under autocast x may be 16-bit (G's output), and the CPU has no 16-bit antialiased resize
+    return F.interpolate(x.float(), size=(native, native), mode="bilinear", align_corners=False, antialias=True)
 
 
 # ----------------------------------------------------------------------------

@@ -9,8 +9,13 @@ parameters leave open and returns a :class:`NotebookSettings`:
 * smoke mode: ``CSIGEN_SMOKE=1`` (set by the test suite) replaces the task by
   the ``smoke`` preset on the built-in, offline ``shapes`` data (:data:`SMOKE_TASK`);
 * the preset: ``quick`` on a GPU, ``cpu`` without one (:func:`default_preset`);
+* the class, when ``INLIER`` is None: on CIFAR-10 :data:`GPU_INLIER` (cat, the
+  paper's Figure 2) on a GPU and :data:`CPU_INLIER` (automobile, where a short
+  CPU run visibly works) without one (:func:`default_inlier`); what to expect
+  is printed before anything runs (:func:`no_gpu_note`);
 * the output folder: ``$CSIGEN_OUT``, else ``runs``, or a Google Drive folder in
-  Colab with ``use_drive=True`` (:func:`output_folder`);
+  Colab with ``use_drive=True`` (:func:`output_folder`), which also keeps the
+  CIFAR download and the Inception weights on Drive (:func:`drive_caches`);
 * the device, reported once (:func:`device_info`).
 
 The settings then name a notebook's runs: ``settings.config("csi")`` is the
@@ -37,9 +42,10 @@ from csigen import __version__
 from csigen.config import PRESETS, make_config
 
 __all__ = [
-    "DEFAULT_OUT", "DRIVE_MOUNT", "DRIVE_RUNS", "ENV_OUT", "ENV_SMOKE", "SMOKE_TASK", "NotebookSettings",
-    "NotebookSetupError", "default_preset", "describe_device", "device_info", "in_colab", "no_gpu_note",
-    "output_folder", "setup", "smoke_mode",
+    "CPU_INLIER", "DEFAULT_OUT", "DRIVE_CACHE", "DRIVE_MOUNT", "DRIVE_RUNS", "ENV_OUT", "ENV_SMOKE",
+    "GPU_INLIER", "G_SNAPSHOT_EVERY_STEPS", "SMOKE_TASK", "NotebookSettings", "NotebookSetupError",
+    "default_inlier", "default_preset", "describe_device", "device_info", "drive_caches", "in_colab",
+    "no_gpu_note", "output_folder", "setup", "smoke_mode",
 ]
 
 #: Environment variable that switches every notebook to its tiny offline run ("1") or not ("0", unset).
@@ -51,8 +57,26 @@ DEFAULT_OUT = "runs"
 #: Where Colab mounts Google Drive, and the runs folder on it (``use_drive=True``).
 DRIVE_MOUNT = "/content/drive"
 DRIVE_RUNS = f"{DRIVE_MOUNT}/MyDrive/csigen-runs"
-#: The task of smoke mode: seconds on a CPU, no download, numbers that mean nothing.
-SMOKE_TASK = {"dataset": "shapes", "inlier": "circle", "preset": "smoke"}
+#: The downloads' folder on Drive (``use_drive=True`` in Colab): ``data/`` ($CSIGEN_DATA), ``torch/`` ($TORCH_HOME).
+DRIVE_CACHE = f"{DRIVE_MOUNT}/MyDrive/csigen-cache"
+#: The task of smoke mode: seconds on a CPU, no download, numbers that mean nothing. The class must be one that
+#: rotations change (CSI's shifted instances, Eq. 2-3): ``stripes`` turn by 90 degrees; the built-in ``circle``
+#: (and ``ring``) look the same under every rotation, so smoke runs on them scored below chance.
+SMOKE_TASK = {"dataset": "shapes", "inlier": "stripes", "preset": "smoke"}
+#: CIFAR-10 class of a notebook on a GPU when ``INLIER`` is None: cat, the task of the paper's Figure 2.
+GPU_INLIER = "cat"
+#: CIFAR-10 class of a notebook without a GPU when ``INLIER`` is None (preset ``cpu``): the class where a short
+#: CPU run visibly works. Automobile is the best-known one (issue 12, 80 steps: AUROC 0.76 with the shared
+#: score and 0.80 with CSI's, against 0.43 and 0.69 on cat); revisit after calibrating the ``cpu`` preset
+#: (``bench/cpu_budget.py`` prints every class's AUROC).
+CPU_INLIER = "automobile"
+#: ``g_snapshot_every_steps`` of the notebooks' ``csi+g`` and ``full`` runs, per preset (:meth:`NotebookSettings.config`;
+#: an override wins): G's weights every k training steps, so notebook 03 shows its samples across training at a
+#: fixed step interval (not per time-based checkpoint, which would tie the number of snapshots to the hardware).
+#: About 2-10 snapshots per run: smoke 4 steps, cpu 80, quick and paper ~8k and ~40k steps on CIFAR-10 (one class).
+#: A preset missing here gets no snapshots. An environment field (``csigen.config.ENVIRONMENT_FIELDS``): it does
+#: not change which run a folder holds, so runs made before it existed are still loaded.
+G_SNAPSHOT_EVERY_STEPS = {"smoke": 2, "cpu": 10, "quick": 1000, "paper": 4000}
 
 
 
@@ -85,6 +109,18 @@ def smoke_mode(smoke: bool | None = None) -> bool:
 def default_preset(gpu: bool) -> str:
     """The preset a notebook uses when ``PRESET`` is None: ``quick`` on a GPU, ``cpu`` without one."""
     return "quick" if gpu else "cpu"
+
+
+def default_inlier(dataset: str, gpu: bool) -> str | int:
+    """The class a notebook uses when ``INLIER`` is None.
+
+    CIFAR-10: :data:`GPU_INLIER` (cat, Figure 2's task) on a GPU and
+    :data:`CPU_INLIER` (automobile, where a short CPU run visibly works) without
+    one. Any other dataset: its first class (index 0).
+    """
+    if dataset == "cifar10":
+        return GPU_INLIER if gpu else CPU_INLIER
+    return 0
 
 
 def output_folder(out: str | os.PathLike | None = None, *, use_drive: bool = False, colab: bool | None = None,
@@ -124,14 +160,68 @@ def output_folder(out: str | os.PathLike | None = None, *, use_drive: bool = Fal
     return folder
 
 
-def no_gpu_note() -> str:
-    """What a notebook prints without a GPU: how to get one in Colab, and what the ``cpu`` preset can show."""
-    cpu = make_config("cpu")
-    steps = f"{cpu.max_steps} steps" if cpu.max_steps else f"{cpu.epochs} epochs"
-    images = f"{cpu.max_train:,} images" if cpu.max_train else "the whole class"
-    return ("No GPU: this runs on the CPU. In Colab: Runtime > Change runtime type > T4 GPU, then run all.\n"
-            f"What a CPU run can show: preset 'cpu' trains {steps} on {images}, enough to see "
-            "every part of the method work, with an AUROC well below the paper's.")
+def drive_caches(root: str | os.PathLike | None = None) -> dict[str, str]:
+    """Keep the downloads on Google Drive, so that a new Colab runtime does not fetch them again.
+
+    Called by :func:`setup` with ``use_drive=True`` in Colab (after Drive is
+    mounted). Sets two environment variables of this process, each only when
+    it is not set already (a choice made before is kept):
+
+    * ``$CSIGEN_DATA`` = ``root/data``: the datasets' folder
+      (:func:`csigen.data.default_data_root`; CIFAR-10/100 download there).
+      A notebook's ``DATA_ROOT`` (``config.data_root``) still wins.
+    * ``$TORCH_HOME`` = ``root/torch``: torch.hub's folder, where
+      :mod:`csigen.fid` keeps torch-fidelity's Inception weights (about 100 MB)
+      and its cache of reference features.
+
+    ``root`` None is :data:`DRIVE_CACHE` (``MyDrive/csigen-cache``). Returns
+    ``{variable: folder}`` as now in effect. Both folders are created.
+    """
+    root = Path(root if root is not None else DRIVE_CACHE)
+    wanted = {"CSIGEN_DATA": root / "data", "TORCH_HOME": root / "torch"}
+    in_effect = {}
+    for variable, folder in wanted.items():
+        if not os.environ.get(variable):
+            os.environ[variable] = str(folder)
+        in_effect[variable] = os.environ[variable]
+        try:
+            Path(in_effect[variable]).expanduser().mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise NotebookSetupError(f"cannot create {in_effect[variable]!r} for ${variable} ({err}): check that "
+                                     "Google Drive is mounted and has space, or set USE_DRIVE = False") from err
+    return in_effect
+
+
+def _cifar10_name(inlier: str | int) -> str:
+    """A CIFAR-10 class given by name or index, as its name (anything else as given, as a string)."""
+    from csigen.data import CIFAR10_CLASSES
+
+    if isinstance(inlier, int) and not isinstance(inlier, bool) and 0 <= inlier < len(CIFAR10_CLASSES):
+        return CIFAR10_CLASSES[inlier]
+    return str(inlier)
+
+
+def no_gpu_note(dataset: str = "cifar10", inlier: str | int = CPU_INLIER, preset: str = "cpu") -> str:
+    """What a notebook prints without a GPU, before anything runs: how to get one, and what to expect of this run.
+
+    The expectation is the preset's own documentation (:data:`csigen.config.PRESETS`,
+    with its measured time and AUROC). A ``cpu`` run on another CIFAR-10 class
+    than :data:`CPU_INLIER` adds that the short run may stay near chance there.
+    """
+    lines = ["No GPU: this runs on the CPU. In Colab: Runtime > Change runtime type > T4 GPU, then run all."]
+    if preset == "cpu":
+        cpu = make_config("cpu")
+        steps = f"{cpu.max_steps} steps" if cpu.max_steps else f"{cpu.epochs} epochs"
+        images = f"{cpu.max_train:,} images" if cpu.max_train else "the whole class"
+        lines.append(f"What to expect: preset 'cpu' trains {steps} on {images} of {dataset} / {inlier}, enough "
+                     "to see every part of the method work, with an AUROC below the paper's.")
+        if dataset == "cifar10" and _cifar10_name(inlier) != CPU_INLIER:
+            lines.append(f"On a CPU the short run may stay near chance (AUROC 0.5) on {inlier!s}; the class where it "
+                         f"visibly works is {CPU_INLIER!r} (INLIER = None picks it when there is no GPU).")
+    else:
+        lines.append(f"What to expect: preset {preset!r} on {dataset} / {inlier}.")
+    lines.append(f"Preset {preset!r}: {PRESETS[preset].doc}")
+    return "\n".join(lines)
 
 
 def device_info() -> dict[str, Any]:
@@ -197,6 +287,8 @@ class NotebookSettings:
         """
         values = {"dataset": self.dataset, "inlier": self.inlier, "variant": variant, "seed": self.seed,
                   "data_root": self.data_root}
+        if variant in ("csi+g", "full"):  # G's samples across training (notebook 03); an environment field
+            values["g_snapshot_every_steps"] = G_SNAPSHOT_EVERY_STEPS.get(self.preset)
         values.update(overrides)
         return make_config(self.preset, **values)
 
@@ -234,25 +326,29 @@ class NotebookSettings:
         return "\n".join(lines)
 
 
-def setup(*, dataset: str = "cifar10", inlier: str | int = "cat", preset: str | None = None, seed: int = 0,
+def setup(*, dataset: str = "cifar10", inlier: str | int | None = None, preset: str | None = None, seed: int = 0,
           data_root: str | None = None, out: str | os.PathLike | None = None, use_drive: bool = False,
           smoke: bool | None = None, verbose: bool = True) -> NotebookSettings:
     """Resolve a notebook's ``parameters`` cell into :class:`NotebookSettings`.
 
     ``smoke`` None reads ``$CSIGEN_SMOKE`` (:func:`smoke_mode`); in smoke mode
     ``dataset``, ``inlier`` and ``preset`` are replaced by :data:`SMOKE_TASK`.
-    ``preset`` None picks :func:`default_preset` for the device. ``out``,
+    ``preset`` None picks :func:`default_preset` for the device, ``inlier``
+    None :func:`default_inlier` (CIFAR-10: cat on a GPU, automobile without one). ``out``,
     ``use_drive``: see :func:`output_folder` (the folder is created, and Drive
     mounted in Colab). With ``verbose`` it prints :meth:`NotebookSettings.describe`
-    and, without a GPU, what a CPU run can show. A bad preset or seed raises
+    and, without a GPU, what to expect of the run (:func:`no_gpu_note`). A bad preset or seed raises
     an error naming the fix before anything runs.
     """
     smoke = smoke_mode(smoke)
     info = device_info()
     if smoke:
         dataset, inlier, preset = SMOKE_TASK["dataset"], SMOKE_TASK["inlier"], SMOKE_TASK["preset"]
-    elif preset is None:
-        preset = default_preset(info["gpu"])
+    else:
+        if preset is None:
+            preset = default_preset(info["gpu"])
+        if inlier is None:
+            inlier = default_inlier(dataset, info["gpu"])
     if preset not in PRESETS:
         raise NotebookSetupError(f"PRESET={preset!r} is not a preset: use None (automatic) or one of "
                                  f"{sorted(PRESETS)} (python -m csigen presets lists what each costs)")
@@ -264,8 +360,12 @@ def setup(*, dataset: str = "cifar10", inlier: str | int = "cat", preset: str | 
                                 out=output_folder(out, use_drive=use_drive, colab=colab), colab=colab,
                                 device=info)
     settings.config("csi")  # checks the other fields now, before any cell trains
+    caches = drive_caches() if use_drive and colab else {}  # CIFAR and Inception weights on Drive too
     if verbose:
         print(settings.describe())
+        if caches:
+            print(f"downloads kept on Drive: data in {caches['CSIGEN_DATA']}, Inception weights in "
+                  f"{caches['TORCH_HOME']}")
         if not settings.gpu:
-            print(no_gpu_note())
+            print(no_gpu_note(settings.dataset, settings.inlier, settings.preset))
     return settings

@@ -8,12 +8,18 @@ Images are ``(B, 3, H, W)`` tensors, float in [0, 1] or uint8 (docs/design.md).
 Scores follow csigen's convention: higher = more inlier-like, inliers are
 the positive class of the ROC curve.
 
+The paper's tables and figures (:func:`table1_figure`, :func:`ablation_figure`,
+:func:`fid_figure`, :func:`figure2_figure`, used by :mod:`csigen.figures`) each
+return a whole matplotlib ``Figure``, drawn in one shared seaborn style
+(:func:`style`), with a fixed colour per variant.
+
 :class:`LiveLossPlot` is a trainer callback that redraws the loss curves in
 a notebook while :class:`csigen.train.Trainer` runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -23,8 +29,12 @@ from csigen.train import Callback
 
 __all__ = [
     "LiveLossPlot",
+    "ablation_figure",
     "compare_with_paper",
+    "fid_figure",
+    "figure2_figure",
     "figure_png",
+    "grouped_points",
     "image_grid",
     "loss_curves",
     "reconstructions",
@@ -33,6 +43,9 @@ __all__ = [
     "show_augmentations",
     "show_rotations",
     "similarity_matrix",
+    "style",
+    "table1_figure",
+    "variant_palette",
 ]
 
 #: history columns that are not losses (never plotted by default).
@@ -376,3 +389,241 @@ class LiveLossPlot(Callback):
         else:
             self.handle.update(image)
         self.draws += 1
+
+
+# ----------------------------------------------------------------------------
+# the paper's tables and figures (csigen.figures; one style for all of them)
+# ----------------------------------------------------------------------------
+#: Colours of the variants (and of the paper's numbers) in every figure of :mod:`csigen.figures`.
+VARIANT_ORDER = ("csi", "csi+g", "full")
+PAPER_COLOR = "black"
+
+
+@contextlib.contextmanager
+def style():
+    """The one style of the figures ``csigen figures`` writes, as a context manager.
+
+    Seaborn's ``whitegrid`` axes, its ``notebook`` context slightly reduced,
+    the colour-blind palette. Build *and save* a figure inside it::
+
+        with plotting.style():
+            fig = plotting.ablation_figure(...)
+            fig.savefig("ablation.png")
+    """
+    import matplotlib as mpl
+    import seaborn as sns
+    from cycler import cycler
+
+    with sns.axes_style("whitegrid"), sns.plotting_context("notebook", font_scale=0.8), mpl.rc_context({
+        "axes.prop_cycle": cycler(color=sns.color_palette("colorblind")),
+        "savefig.dpi": 150, "savefig.bbox": "tight", "figure.titlesize": "medium",
+        "legend.frameon": True, "legend.framealpha": 0.9,
+    }):
+        yield
+
+
+def variant_palette(levels: Sequence[str]) -> dict[str, tuple]:
+    """A fixed colour per variant (``csi``, ``csi+g``, ``full`` keep theirs in every figure)."""
+    import seaborn as sns
+
+    colours = sns.color_palette("colorblind", 10)
+    fixed = {v: colours[i] for i, v in enumerate(VARIANT_ORDER)}
+    extra = iter(colours[len(VARIANT_ORDER):])
+    return {level: fixed.get(level) or next(extra) for level in levels}
+
+
+def _dodge_offsets(n: int, width: float = 0.8) -> np.ndarray:
+    """x offsets of ``n`` hue levels inside one category, as seaborn's ``dodge`` places them."""
+    if n <= 1:
+        return np.zeros(max(n, 1))
+    each = width / n
+    offsets = np.linspace(0.0, width - each, n)
+    return offsets - offsets.mean()
+
+
+def grouped_points(frame, *, x: str, y: str = "auroc", hue: str = "variant", order: Sequence | None = None,
+                   hue_order: Sequence | None = None, paper: dict | None = None, paper_label: str = "paper",
+                   annotate: Sequence = (), ax=None, ylabel: str = "AUROC (%)", title: str | None = None,
+                   chance: float | None = 50.0):
+    """Each row of ``frame`` (a run, or a seed's mean) as a faint dot; per (x, hue) the mean +- 1 std.
+
+    Seaborn does the statistics: ``stripplot`` for the rows, ``pointplot``
+    for the means with +-1 standard deviation of the rows (over seeds; the
+    population std, ``ddof=0``, as the tables of :mod:`csigen.results`), both
+    dodged the same way. ``paper`` maps ``(x, hue)`` to
+    the paper's number, drawn as a black bar at that position. Means of the
+    ``x`` values listed in ``annotate`` are written beside their markers.
+    A dotted line marks ``chance`` (50% AUROC) when it is in view.
+    """
+    import seaborn as sns
+
+    if frame.empty:
+        raise ValueError("nothing to draw: the frame has no rows")
+    for col in (x, y, hue):
+        if col not in frame.columns:
+            raise ValueError(f"frame needs a column {col!r}; it has {list(frame.columns)}")
+    order = list(order) if order is not None else list(dict.fromkeys(frame[x]))
+    hue_order = list(hue_order) if hue_order is not None else [
+        v for v in VARIANT_ORDER if v in set(frame[hue])] + sorted(set(frame[hue]) - set(VARIANT_ORDER))
+    palette = variant_palette(hue_order)
+    ax = _new_ax(ax, (max(4.0, 0.55 * len(order) * max(1, len(hue_order)) + 1.5), 3.6))
+    n = len(hue_order)
+    offsets = _dodge_offsets(n)
+    data = frame.assign(**{x: frame[x].astype(str), hue: frame[hue].astype(str)})
+    order_s, hue_s = [str(o) for o in order], [str(h) for h in hue_order]
+    sns.stripplot(data=data, x=x, y=y, hue=hue, order=order_s, hue_order=hue_s, palette=palette,
+                  dodge=n > 1, jitter=0.05, size=3, alpha=0.45, legend=False, ax=ax)
+    sns.pointplot(data=data, x=x, y=y, hue=hue, order=order_s, hue_order=hue_s, palette=palette,
+                  dodge=float(offsets[-1] - offsets[0]) if n > 1 else False, errorbar=_mean_pm_std,
+                  linestyle="none", markers="o", markersize=5, capsize=0.08, err_kws={"linewidth": 1.2},
+                  ax=ax)
+    drawn_paper = False
+    for (xv, hv), value in (paper or {}).items():
+        if value is None or str(xv) not in order_s or str(hv) not in hue_s or not np.isfinite(value):
+            continue
+        pos = order_s.index(str(xv)) + offsets[hue_s.index(str(hv))]
+        half = 0.8 / max(n, 1) * 0.45
+        ax.hlines(value, pos - half, pos + half, colors=PAPER_COLOR, linewidth=2.2, zorder=5,
+                  label=None if drawn_paper else paper_label)
+        drawn_paper = True
+    means = data.groupby([x, hue])[y].mean()
+    for xv in annotate:
+        for j, hv in enumerate(hue_s):
+            if (str(xv), hv) in means.index and str(xv) in order_s:
+                pos = order_s.index(str(xv)) + offsets[j]
+                ax.annotate(f"{means[(str(xv), hv)]:.1f}", (pos, means[(str(xv), hv)]), xytext=(4, 0),
+                            textcoords="offset points", fontsize=7, va="center", ha="left")
+    stats = data.groupby([x, hue])[y].agg(["mean", lambda v: np.std(v.to_numpy(dtype=float))])
+    values = [*data[y].to_numpy(dtype=float), *(stats.iloc[:, 0] + stats.iloc[:, 1]),
+              *(stats.iloc[:, 0] - stats.iloc[:, 1])]
+    values += [v for v in (paper or {}).values() if v is not None]
+    values = [v for v in values if np.isfinite(v)]
+    lo, hi = min(values), max(values)
+    span = max(hi - lo, 2.0)
+    bottom, top = lo - 0.15 * span, hi + 0.15 * span
+    if ylabel.startswith("AUROC"):
+        bottom, top = max(0.0, bottom), min(101.0, top)
+    ax.set_ylim(bottom, top)
+    if chance is not None and bottom < chance < top:
+        ax.axhline(chance, color="dimgrey", linestyle="--", linewidth=0.8, zorder=1, label=f"chance ({chance:g})")
+    ax.set_xlabel("")
+    ax.set_ylabel(ylabel)
+    if len(order_s) > 4 and max(len(o) for o in order_s) > 5:
+        ax.tick_params(axis="x", labelrotation=30)
+        for label in ax.get_xticklabels():
+            label.set_horizontalalignment("right")
+    handles, labels = ax.get_legend_handles_labels()
+    keep = {}
+    for h, lab in zip(handles, labels):
+        keep.setdefault(lab, h)
+    ax.legend(list(keep.values()), list(keep.keys()), fontsize=7, loc="upper left",
+              bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def _mean_pm_std(values) -> tuple[float, float]:
+    """Seaborn ``errorbar`` callable: mean +- the population std (``ddof=0``) of ``values``."""
+    v = np.asarray(values, dtype=float)
+    return float(v.mean() - v.std()), float(v.mean() + v.std())
+
+
+def _figure(width: float, height: float, nrows: int = 1, ncols: int = 1, **kw):
+    """A pyplot-free Figure (nothing global is kept; notebooks display it, the CLI saves it)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False, **kw)
+    return fig, axes
+
+
+def table1_figure(seed_means, per_class=None, *, paper: dict | None = None,
+                  per_class_paper: dict | None = None, title: str = "Table 1: one-class AUROC (%)",
+                  per_class_title: str | None = None):
+    """Table 1 as a figure: mean AUROC per dataset and variant (left), per inlier class (right).
+
+    ``seed_means``: one row per (dataset, variant, seed) with the class mean
+    in ``auroc`` (dots: seeds; marker and bars: mean +- std over seeds);
+    ``paper``: ``{(dataset, variant): value}``. ``per_class``: one row per run
+    with ``class``, ``variant``, ``auroc``; ``per_class_paper``:
+    ``{(class, variant): value}`` (CSI's published per-class numbers).
+    Returns a matplotlib ``Figure``.
+    """
+    n_classes = per_class["class"].nunique() if per_class is not None and len(per_class) else 0
+    widths = [max(3.0, 1.3 * seed_means["dataset"].nunique() + 1.5) + 1.0]  # + the legend on the right
+    if n_classes:
+        widths.append(max(5.0, 0.75 * n_classes + 1.5) + 1.5)
+    fig, axes = _figure(sum(widths) + 0.5, 3.9, 1, len(widths), width_ratios=widths)
+    grouped_points(seed_means, x="dataset", paper=paper, annotate=list(dict.fromkeys(seed_means["dataset"])),
+                   ax=axes[0, 0], title="mean over classes (dots: seeds)")
+    if n_classes:
+        grouped_points(per_class, x="class", paper=per_class_paper, paper_label="CSI (paper), per class",
+                       ax=axes[0, 1], title=per_class_title or "per inlier class (dots: seeds)")
+    fig.suptitle(title)
+    return fig
+
+
+def ablation_figure(frame, *, paper: dict | None = None, title: str = "Ablation: CSI -> +G -> full"):
+    """The ablation: AUROC of each variant per inlier class, and their mean (the last group, ``"mean"``).
+
+    ``frame``: one row per run (``class``, ``variant``, ``auroc``), plus one
+    row per seed with ``class == "mean"`` holding that seed's class mean;
+    ``paper``: ``{("mean", variant): value}``. Returns a ``Figure``.
+    """
+    classes = list(dict.fromkeys(frame["class"]))
+    order = [c for c in classes if c != "mean"] + (["mean"] if "mean" in classes else [])
+    fig, axes = _figure(max(5.0, 0.35 * len(order) * frame["variant"].nunique() + 1.5) + 1.0, 3.9)
+    grouped_points(frame, x="class", order=order, paper=paper, annotate=["mean"], ax=axes[0, 0],
+                   title="per inlier class and mean (dots: seeds; bars: ±1 std over seeds)")
+    fig.suptitle(title)
+    return fig
+
+
+def fid_figure(frame, *, paper: dict | None = None, title: str = "FID of G (lower is better)"):
+    """FID per inlier class and variant (``class``, ``variant``, ``fid``) with the paper's values as lines.
+
+    ``paper``: ``{variant: value}`` (the paper's 69.5 / 54.1), drawn as
+    dashed lines in the variant's colour. Returns a ``Figure``.
+    """
+    order = list(dict.fromkeys(frame["class"]))
+    fig, axes = _figure(max(4.5, 0.7 * len(order) * frame["variant"].nunique() + 2.0) + 1.5, 3.6)
+    ax = axes[0, 0]
+    grouped_points(frame, x="class", y="fid", order=order, ax=ax, ylabel="FID (lower is better)", chance=None)
+    palette = variant_palette(list(paper or {}))
+    for variant, value in (paper or {}).items():
+        ax.axhline(value, color=palette[variant], linestyle="--", linewidth=1.0,
+                   label=f"paper, {variant}: {value:g}")
+    values = [*frame["fid"].to_numpy(dtype=float), *(paper or {}).values()]
+    ax.set_ylim(0.0, 1.1 * max(values))
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    fig.suptitle(title)
+    return fig
+
+
+def figure2_figure(inliers, inlier_recon, outliers, outlier_recon, *, inlier_name: str,
+                   outlier_names: Sequence[str] | None = None, title: str | None = None):
+    """The paper's Figure 2: (a) real inliers above their reconstructions G(E(x)); (b) the same for outliers.
+
+    Images are ``(N, 3, H, W)``, float in [0, 1] or uint8; ``outlier_names``
+    labels the outlier columns. Returns a ``Figure``.
+    """
+    panels = []
+    for real, rec, name in ((inliers, inlier_recon, "inlier"), (outliers, outlier_recon, "outlier")):
+        real, rec = _to_float(real), _to_float(rec)
+        if real.shape != rec.shape:
+            raise ValueError(f"{name} images and their reconstructions differ in shape: "
+                             f"{tuple(real.shape)} vs {tuple(rec.shape)}")
+        panels.append((real, rec))
+    ncol = max(p[0].shape[0] for p in panels)
+    fig, axes = _figure(max(4.0, 0.75 * ncol + 1.0), 4.4, 2, 1)
+    labels = [None, list(outlier_names) if outlier_names is not None else None]
+    heads = [f"(a) real inliers ({inlier_name}) above their reconstructions G(E(x))",
+             "(b) real outliers (other classes) above their reconstructions G(E(x))"]
+    for ax, (real, rec), cols, head in zip(axes[:, 0], panels, labels, heads):
+        _show_grid(ax, torch.cat([real, rec]), real.shape[0], col_labels=cols, row_labels=["real", "G(E(x))"])
+        ax.grid(False)
+        ax.set_title(head, fontsize=9)
+    if title:
+        fig.suptitle(title)
+    return fig

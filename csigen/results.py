@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -40,6 +41,12 @@ CSI_PAPER_PER_CLASS: dict[str, float] = {
 }
 #: Which column of Table 1 each variant corresponds to.
 VARIANT_COLUMN = {"csi": "CSI", "full": "Ours"}
+#: The score behind the paper's number for each variant: CSI's numbers (94.3 / 89.6 / 91.6 and the
+#: per-class table) use CSI's own score (shift head plus training-set weights); the paper's method is
+#: scored with Eq. 11, read as ``"shared"`` (see :func:`csigen.score.nearest_neighbour_score`).
+PAPER_SCORE: dict[str, str] = {"csi": "csi", "csi+g": "shared", "full": "shared"}
+#: Number of one-class tasks of each dataset (CIFAR-100: the 20 superclasses), for coverage.
+DATASET_CLASSES: dict[str, int] = {"cifar10": 10, "cifar100": 20, "imagenet30": 30}
 
 
 def paper_number(dataset: str, variant: str) -> float | None:
@@ -57,56 +64,171 @@ def run_dir(root: str | os.PathLike, config) -> Path:
 
 
 def sweep(configs: Iterable, root: str | os.PathLike, *, progress: bool = True,
-          callbacks: Sequence = ()) -> list[dict[str, Any]]:
-    """Run every config into its own folder under ``root``; finished runs are only read back."""
-    from csigen.train import run
+          callbacks: Sequence = (), keep_checkpoint: bool = False, check_disk: bool = True,
+          verbose: bool = False) -> list[dict[str, Any]]:
+    """Run every config into its own folder under ``root``; finished runs are only read back.
 
+    Before anything is trained, the disk use of the runs still to do is
+    estimated from the networks' parameter counts
+    (:func:`csigen.disk.check_sweep_space`; ``verbose`` prints it): with
+    ``check_disk`` a sweep that would not fit in ``root``'s free space raises
+    :class:`csigen.disk.NotEnoughSpaceError` (an ``OSError``) saying what is
+    needed and free, and nothing is written. ``keep_checkpoint`` keeps each
+    finished run's ``checkpoint.pt`` (optimiser state included) instead of only
+    its weights (see :func:`csigen.train.run`). Each run is trained under its
+    folder's lock (:func:`csigen.parallel.locked_run`): a run that another live
+    worker is training raises :class:`csigen.parallel.RunLockedError` instead
+    of being trained twice (``python -m csigen sweep --devices ...`` shares the
+    runs among workers, see :mod:`csigen.parallel`).
+    """
+    from csigen.disk import check_sweep_space, estimate_sweep_disk
+    from csigen.parallel import locked_run
+
+    configs = list(configs)
+    estimate = (check_sweep_space if check_disk else estimate_sweep_disk)(configs, root,
+                                                                          keep_checkpoint=keep_checkpoint)
+    if verbose:
+        print(estimate.describe(), file=sys.stderr)
     results = []
     for config in configs:
-        results.append(run(config, run_dir(root, config), resume=True, progress=progress,
-                           callbacks=callbacks))
+        results.append(locked_run(config, run_dir(root, config), resume=True, progress=progress,
+                                  callbacks=callbacks, keep_checkpoint=keep_checkpoint))
     return results
 
 
 def collect(root: str | os.PathLike):
-    """All finished runs under ``root`` as a DataFrame, one row per run folder.
+    """All finished runs under ``root`` as a DataFrame, one row per run *per score*.
 
-    Unfinished folders (no ``result.json``) are skipped; AUROC is in percent.
+    Every ``result.json`` below ``root`` is read; unfinished folders (no
+    ``result.json``) are skipped. A record with a ``"scores"`` dict (every
+    score from one feature pass) gives one row per score; an older record
+    gives one row, for its ``"score"``. Columns: ``run``, ``dataset``,
+    ``inlier``, ``inlier_name``, ``variant``, ``preset``, ``seed``, ``score``,
+    ``auroc`` (percent), ``primary`` (True for the run's configured score, the
+    record's top-level ``auroc``), ``seconds``, ``device``, ``schema_version``
+    (0 for records written before versions existed).
     """
     import pandas as pd
 
     rows = []
     for path in sorted(Path(root).rglob("result.json")):
         r = json.loads(path.read_text())
-        rows.append({
+        primary = r.get("score") or (r.get("config") or {}).get("score") or "shared"
+        per_score = r.get("scores") or {primary: {"auroc": r["auroc"]}}
+        base = {
             "run": str(path.parent), "dataset": r["dataset"], "inlier": r["inlier"],
             "inlier_name": r.get("inlier_name"), "variant": r["variant"], "preset": r["preset"],
-            "seed": r["seed"], "auroc": 100.0 * r["auroc"], "score": r.get("score"),
-            "seconds": r.get("seconds"), "device": r.get("device"),
-        })
-    columns = ["run", "dataset", "inlier", "inlier_name", "variant", "preset", "seed", "auroc",
-               "score", "seconds", "device"]
+            "seed": r["seed"],
+        }
+        for name, s in per_score.items():
+            rows.append({**base, "score": name, "auroc": 100.0 * s["auroc"], "primary": name == primary,
+                         "seconds": r.get("seconds"), "device": r.get("device"),
+                         "schema_version": r.get("schema_version", 0)})
+    columns = ["run", "dataset", "inlier", "inlier_name", "variant", "preset", "seed", "score", "auroc",
+               "primary", "seconds", "device", "schema_version"]
     return pd.DataFrame(rows, columns=columns)
 
 
-def compare_with_paper(runs) -> "Any":
-    """Mean (and std over seeds) of measured AUROC per dataset and variant, beside the paper's.
+def _class_counts(runs, expected_classes) -> dict[str, int]:
+    """Classes per dataset: ``expected_classes`` (int or ``{dataset: int}``), the dataset's own
+    count (:data:`DATASET_CLASSES`), else the number of distinct inliers found in ``runs``."""
+    counts = {}
+    for dataset, g in runs.groupby("dataset", sort=False):
+        if isinstance(expected_classes, int):
+            counts[dataset] = expected_classes
+        elif isinstance(expected_classes, dict) and dataset in expected_classes:
+            counts[dataset] = int(expected_classes[dataset])
+        else:
+            counts[dataset] = DATASET_CLASSES.get(dataset, g["inlier"].astype(str).nunique())
+    return counts
 
-    ``runs`` is the DataFrame of :func:`collect`. Columns: ``dataset``,
-    ``variant``, ``tasks`` (number of inlier classes), ``seeds``,
-    ``ours (measured)``, ``ours (std)`` (over seeds of the per-seed class mean),
-    ``paper``.
+
+def compare_with_paper(runs, expected_classes: int | dict[str, int] | None = None):
+    """Measured mean AUROC per dataset, variant, score and preset, beside the paper's number.
+
+    ``runs`` is the DataFrame of :func:`collect`. Runs that differ in dataset,
+    variant, score or preset are never averaged together: each combination is
+    one row. Within a row a task (inlier, seed) found in several folders
+    counts once (their mean); ``ours (measured)`` is the mean over seeds of the
+    per-seed mean over classes, ``ours (std)`` the std over seeds (population,
+    0 for one seed). If the seeds cover different class sets, the per-seed
+    means are not alike: then ``ours (measured)`` is the mean over classes of
+    the per-class mean over seeds and ``ours (std)`` is NaN.
+
+    Columns: ``dataset``, ``variant``, ``score``, ``preset``, ``classes``
+    (inlier classes measured), ``seeds``, ``ours (measured)``, ``ours (std)``,
+    ``paper`` (the paper's number for this dataset and variant, or NaN),
+    ``paper score`` (True where ``score`` is the one behind the paper's number,
+    :data:`PAPER_SCORE`), ``complete`` (every class measured) and ``coverage``
+    (for example ``"3 of 10 classes"``). The class count is
+    ``expected_classes`` (an int, or ``{dataset: int}``) when given, else the
+    dataset's (CIFAR-10 10, CIFAR-100 20 superclasses, ImageNet-30 30), else the
+    number of distinct inliers found for that dataset in ``runs``. A mean over
+    an incomplete class set is not comparable with the paper's mean over all
+    classes.
+    """
+    import numpy as np
+    import pandas as pd
+
+    from csigen.config import SCORES, VARIANTS
+
+    columns = ["dataset", "variant", "score", "preset", "classes", "seeds", "ours (measured)", "ours (std)",
+               "paper", "paper score", "complete", "coverage"]
+    if runs.empty:
+        return pd.DataFrame(columns=columns)
+    runs = runs.assign(inlier=runs["inlier"].astype(str))
+    totals = _class_counts(runs, expected_classes)
+    rows = []
+    for (dataset, variant, score, preset), g in runs.groupby(["dataset", "variant", "score", "preset"],
+                                                              sort=False):
+        task = g.groupby(["seed", "inlier"])["auroc"].mean()  # duplicate folders of one task count once
+        class_sets = {seed: frozenset(t.index.get_level_values("inlier")) for seed, t in task.groupby(level="seed")}
+        classes = frozenset().union(*class_sets.values())
+        if len(set(class_sets.values())) == 1:
+            per_seed = task.groupby(level="seed").mean()
+            measured = per_seed.mean()
+            std = per_seed.std(ddof=0) if len(per_seed) > 1 else 0.0
+        else:
+            measured = task.groupby(level="inlier").mean().mean()
+            std = np.nan
+        total = totals[dataset]
+        paper = paper_number(dataset, variant)
+        rows.append({
+            "dataset": dataset, "variant": variant, "score": score, "preset": preset,
+            "classes": len(classes), "seeds": len(class_sets), "ours (measured)": measured, "ours (std)": std,
+            "paper": np.nan if paper is None else paper, "paper score": PAPER_SCORE.get(variant) == score,
+            "complete": len(classes) >= total, "coverage": f"{len(classes)} of {total} classes",
+        })
+    table = pd.DataFrame(rows, columns=columns)
+
+    def order(values, known):
+        return values.map(lambda v: known.index(v) if v in known else len(known))
+
+    table = table.sort_values(["dataset", "variant", "score", "preset"], kind="stable", key=lambda col: (
+        order(col, VARIANTS) if col.name == "variant" else order(col, SCORES) if col.name == "score" else col))
+    return table.reset_index(drop=True)
+
+
+def sweep_plan(configs: Iterable, root: str | os.PathLike):
+    """What :func:`sweep` would do with each config, before it does it: a DataFrame, one row per config.
+
+    Columns: ``run`` (the folder, :func:`run_dir`), ``dataset``, ``inlier``,
+    ``variant``, ``seed``, ``preset`` and ``state``: ``"finished"``
+    (``result.json``: read back, not trained), ``"interrupted"``
+    (``checkpoint.pt`` without ``result.json``: resumes from it), ``"to train"``
+    (nothing yet) or ``"running"`` (another live worker holds its lock,
+    :func:`csigen.parallel.sweep_status`). Nothing is written.
     """
     import pandas as pd
 
+    from csigen.parallel import sweep_status
+
+    configs = list(configs)
     rows = []
-    for (dataset, variant), g in runs.groupby(["dataset", "variant"], sort=False):
-        per_seed = g.groupby("seed")["auroc"].mean()
-        rows.append({
-            "dataset": dataset, "variant": variant, "tasks": g["inlier"].nunique(),
-            "seeds": len(per_seed), "ours (measured)": per_seed.mean(),
-            "ours (std)": per_seed.std(ddof=0) if len(per_seed) > 1 else 0.0,
-            "paper": paper_number(dataset, variant),
-        })
-    return pd.DataFrame(rows, columns=["dataset", "variant", "tasks", "seeds", "ours (measured)",
-                                       "ours (std)", "paper"])
+    for config, status in zip(configs, sweep_status(configs, root)):
+        state = status["status"]
+        if state == "missing":
+            state = "interrupted" if (Path(status["run"]) / "checkpoint.pt").exists() else "to train"
+        rows.append({"run": status["run"], "dataset": config.dataset, "inlier": str(config.inlier),
+                     "variant": config.variant, "seed": config.seed, "preset": config.preset, "state": state})
+    return pd.DataFrame(rows, columns=["run", "dataset", "inlier", "variant", "seed", "preset", "state"])

@@ -6,6 +6,7 @@ Pipeline::
     feats_test = extract_features(model, task.test_images, augment)
     s = nearest_neighbour_score(feats_test, feats_train)                 # Eq. 11, (N_test,)
     # or: s = csi_score(feats_test, feats_train)                         # CSI's "CSI" score
+    # or: every score from the same features: all_scores(feats_test, feats_train)
     auroc(s[task.test_is_inlier], s[~task.test_is_inlier])
 
 Every score is a *normality* score: higher means more inlier-like (as in CSI),
@@ -21,7 +22,6 @@ by ``||F(x)||``).
 from __future__ import annotations
 
 import contextlib
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -31,9 +31,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
+    "HFLIP_MODES",
     "NEIGHBOUR_MODES",
+    "SCORE_NAMES",
     "Features",
+    "all_scores",
     "auroc",
+    "compute_score",
     "csi_score",
     "csi_weights",
     "extract_features",
@@ -44,6 +48,10 @@ __all__ = [
 
 #: Accepted values of ``nearest_neighbour_score(..., neighbour=...)``.
 NEIGHBOUR_MODES = ("shared", "literal", "per_shift")
+#: Every score :func:`all_scores` computes: the three Eq. 11 readings, then CSI's score.
+SCORE_NAMES = NEIGHBOUR_MODES + ("csi",)
+#: Accepted values of ``extract_features(..., hflip=...)``.
+HFLIP_MODES = ("per_shift", "shared", "none")
 
 
 # --------------------------------------------------------------------------- #
@@ -112,17 +120,22 @@ def extract_features(
     batch_size: int = 256,
     device=None,
     seed: int = 0,
-    hflip: bool = True,
-    amp: bool = False,
+    hflip: bool | str = "per_shift",
+    amp_dtype: torch.dtype | None = None,
+    views: Callable[[Tensor, torch.Generator], Tensor] | None = None,
 ) -> Features:
     """Features of ``images`` under K shifts, averaged over R augmentation draws.
 
     For each draw ``r`` in ``range(num_samples)`` and each chunk of
-    ``batch_size`` images (as CSI's ``_get_features``):
+    ``batch_size`` images, as CSI's ``_get_features`` (``evals/ood_pre.py``:
+    ``torch.cat([P.shift_trans(hflip(x), k) for k in range(P.K_shift)])``, then
+    ``simclr_aug``):
 
-    1. ``x`` -> ``random_hflip(x)`` if ``hflip`` (CSI flips at evaluation too,
-       once per image, before the rotations, so all K rotations share the flip);
-    2. ``shift_batch(x, num_shifts)`` -> ``(K * B, 3, H, W)`` shift-major;
+    1. for each shift ``k`` in order: ``rotate(random_hflip(x), k)``, i.e. every
+       rotated copy of an image gets its *own* random flip (``hflip="per_shift"``,
+       CSI's behaviour; the K flips of a chunk are drawn before the augmentation
+       parameters, one Bernoulli(1/2) per image per shift);
+    2. the K copies are concatenated shift-major -> ``(K * B, 3, H, W)``;
     3. ``augment(x_t, generator=g)`` (normally ``SimCLRAugment.eval_augment()``);
     4. ``model(x_t, simclr=True, shift=True)`` in eval mode under ``no_grad``.
 
@@ -150,34 +163,65 @@ def extract_features(
         batch_size: images per chunk (the network sees ``K * batch_size`` rows).
         device: where the network runs; default: the model's device.
         seed: base seed; draw r uses ``seed + r``.
-        hflip: apply CSI's random horizontal flip before the shifts.
-        amp: on CUDA, run the forward pass under ``torch.autocast`` (float16);
-            outputs are cast back to float32.  Ignored, with a warning, on
-            other devices (CPU bfloat16 autocast was ~15x slower than float32
-            for ResNet-18 here).
+        hflip: ``"per_shift"`` (default, CSI): an independent random flip for
+            each rotated copy; ``"shared"``: one flip per image before the
+            rotations, shared by its K copies (csigen <= 0.1); ``"none"``: no
+            flip.  ``True`` / ``False`` mean ``"per_shift"`` / ``"none"``.
+        amp_dtype: ``None`` (default): the forward pass runs in float32, as
+            CSI evaluates.  A dtype (``torch.bfloat16`` / ``torch.float16``):
+            the forward pass only (not the augmentation) runs under
+            ``torch.autocast(device.type, amp_dtype)``; outputs are cast back
+            to float32 before averaging.
+        views: ``None`` (default): every draw starts from the chunk of
+            ``images``.  A callable ``views(indices, g)`` (full-image tasks,
+            CSI's ImageNet-30 evaluation): for each draw and chunk, the chunk's
+            images as that draw sees them before step 1, float ``(B, 3, H, W)``
+            in [0, 1], drawn from the draw's generator ``g`` (e.g.
+            ``lambda i, g: task.eval_view(i, g, device, split="test")``, a fresh
+            0.54 crop and flip of each full image); ``indices`` is int64
+            ``(B,)`` on the CPU, rows of ``images``, which then give only the
+            number and size of the images.  ``augment`` should then have no
+            crop of its own (:func:`csigen.augment.no_crop_augment`).
 
     Returns:
         :class:`Features` on the CPU: ``simclr (N, K, D)``, ``shift (N, K, K')``
         (K' = the shift head's width, K for the paper's models), float32.
     """
-    from csigen.augment import random_hflip, shift_batch  # lazy: keep import cheap
+    from csigen.augment import random_hflip, rotate  # lazy: keep import cheap
 
     if images.dim() != 4:
         raise ValueError(f"images must be (N, 3, H, W), got shape {tuple(images.shape)}")
     if num_samples < 1 or num_shifts < 1 or batch_size < 1:
         raise ValueError("num_samples, num_shifts and batch_size must be >= 1")
+    if not 1 <= num_shifts <= 4:
+        raise ValueError(f"num_shifts must be in 1..4 (rotations), got {num_shifts}")
+    if num_shifts > 2 and images.shape[-1] != images.shape[-2]:
+        raise ValueError("rotations by 90 degrees need square images; use num_shifts 1 or 2")
+    if isinstance(hflip, bool):
+        hflip = "per_shift" if hflip else "none"
+    if hflip not in HFLIP_MODES:
+        raise ValueError(f"hflip must be one of {HFLIP_MODES} (or a bool), got {hflip!r}")
+    if amp_dtype is not None and not (isinstance(amp_dtype, torch.dtype) and amp_dtype.is_floating_point):
+        raise ValueError(f"amp_dtype must be None (float32) or a floating dtype such as torch.bfloat16, "
+                         f"got {amp_dtype!r}")
     device = torch.device(device) if device is not None else _model_device(model)
     is_uint8 = images.dtype == torch.uint8
     n = images.shape[0]
 
     generators = [torch.Generator(device=device).manual_seed(seed + r) for r in range(num_samples)]
-    if amp and device.type == "cuda":
-        autocast = lambda: torch.autocast(device_type="cuda", dtype=torch.float16)
-    else:
-        if amp:
-            warnings.warn("extract_features: amp=True is ignored off CUDA (CPU bfloat16 autocast is "
-                          "far slower than float32 for these convolutions)", stacklevel=2)
+    if amp_dtype is None:
         autocast = contextlib.nullcontext
+    else:
+        def autocast():
+            return torch.autocast(device_type=device.type, dtype=amp_dtype)
+
+    def shifted_copies(x: Tensor, g: torch.Generator) -> Tensor:
+        """``(K * B, 3, H, W)`` shift-major, flipped as ``hflip`` says (step 1-2 above)."""
+        if hflip == "per_shift":
+            return torch.cat([rotate(random_hflip(x, generator=g), k) for k in range(num_shifts)])
+        if hflip == "shared":
+            x = random_hflip(x, generator=g)
+        return torch.cat([rotate(x, k) for k in range(num_shifts)])
 
     simclr_out: Tensor | None = None
     shift_out: Tensor | None = None
@@ -186,14 +230,18 @@ def extract_features(
     try:
         with torch.no_grad():
             for start in range(0, n, batch_size):
-                x = images[start : start + batch_size].to(device, non_blocking=True)
-                x = x.float().div_(255.0) if is_uint8 else x.float()
-                b = x.shape[0]
+                if views is None:
+                    x = images[start : start + batch_size].to(device, non_blocking=True)
+                    x = x.float().div_(255.0) if is_uint8 else x.float()
+                    b = x.shape[0]
+                else:
+                    rows = torch.arange(start, min(start + batch_size, n))
+                    b = rows.numel()
                 sim_sum = shi_sum = None
                 for g in generators:
-                    xr = random_hflip(x, generator=g) if hflip else x
-                    xr, _ = shift_batch(xr, num_shifts)
-                    xr = augment(xr, generator=g)
+                    if views is not None:
+                        x = _chunk_view(views(rows, g), (b, *images.shape[1:]), device)
+                    xr = augment(shifted_copies(x, g), generator=g)
                     with autocast():
                         out = model(xr, simclr=True, shift=True)
                     if isinstance(out, tuple):  # CSI-style (logits, aux dict)
@@ -214,6 +262,15 @@ def extract_features(
     if simclr_out is None:
         raise ValueError("images is empty")
     return Features(simclr=simclr_out, shift=shift_out)
+
+
+def _chunk_view(x: Tensor, shape: tuple[int, ...], device: torch.device) -> Tensor:
+    """A ``views`` callable's result for one chunk, checked, as float on ``device``."""
+    if not isinstance(x, Tensor) or tuple(x.shape) != tuple(shape):
+        got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"views(indices, g) must return the chunk's images, shape {tuple(shape)}; got {got}")
+    x = x.to(device, non_blocking=True)
+    return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
 
 
 # --------------------------------------------------------------------------- #
@@ -376,6 +433,32 @@ def csi_score(
     idx = torch.arange(test.num_shifts, device=test.shift.device)
     shi = test.shift[:, idx, idx].to(dev, torch.float32)  # (N, K)
     return (sim * w_sim + shi * w_shi).mean(dim=1)
+
+
+def compute_score(name: str, test: Features, train: Features, *, chunk_size: int = 1024) -> Tensor:
+    """One score by name: ``"csi"`` is :func:`csi_score`, the others :func:`nearest_neighbour_score`.
+
+    Returns ``(N_test,)`` float32 normality scores (higher = more inlier-like).
+    """
+    if name not in SCORE_NAMES:
+        raise ValueError(f"score must be one of {SCORE_NAMES}, got {name!r}")
+    if name == "csi":
+        return csi_score(test, train, chunk_size=chunk_size)
+    return nearest_neighbour_score(test, train, neighbour=name, chunk_size=chunk_size)
+
+
+def all_scores(test: Features, train: Features, *, chunk_size: int = 1024) -> dict[str, Tensor]:
+    """Every score of :data:`SCORE_NAMES` from the same features.
+
+    Scoring is cheap next to feature extraction (one ``(N_test, N_train)``
+    product per score), so one :func:`extract_features` pass serves the Eq. 11
+    readings (``"shared"``, ``"literal"``, ``"per_shift"``) and CSI's score
+    (``"csi"``) alike, and they differ only by the score, never by the draws.
+
+    Returns:
+        ``{name: (N_test,) float32 scores}`` in the order of :data:`SCORE_NAMES`.
+    """
+    return {name: compute_score(name, test, train, chunk_size=chunk_size) for name in SCORE_NAMES}
 
 
 # --------------------------------------------------------------------------- #

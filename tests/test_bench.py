@@ -17,3 +17,18 @@ def test_gan_overhead_benchmark_runs_and_reports_each_variant():
     last = out[-1]
     assert re.fullmatch(r"gan_overhead csi_img_s=[0-9.]+ csi\+g_img_s=[0-9.]+ full_img_s=[0-9.]+ "
                         r"full_over_csi=[0-9.]+", last), last
+
+
+def test_cpu_budget_benchmark_reports_each_class_and_resumes(tmp_path):
+    cmd = [sys.executable, str(ROOT / "bench" / "cpu_budget.py"), "--preset", "smoke", "--dataset", "shapes",
+           "--classes", "stripes", "--out", str(tmp_path), "--no-progress"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, check=True).stdout
+    lines = out.strip().splitlines()
+    assert re.fullmatch(r"cpu_budget preset=smoke dataset=shapes classes=1 variants=csi seeds=0 device=cpu "
+                        r"threads=\d+ out=.*", lines[0]), lines[0]
+    assert re.fullmatch(r"stripes csi seed=0 auroc=[0-9.]+ score=shared train_s=[0-9.]+ eval_s=[0-9.]+ steps=4 "
+                        r"\[(\w+=[0-9.]+ ?){4}\]", lines[1]), lines[1]
+    assert re.fullmatch(r"cpu_budget stripes=[0-9.]+ seconds=[0-9.]+", lines[-1]), lines[-1]
+    assert (tmp_path / "shapes-stripes-csi-smoke-s0" / "result.json").is_file()
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, check=True).stdout
+    assert "(finished earlier)" in again and again.strip().splitlines()[-1] == lines[-1]  # read back, not redone

@@ -16,12 +16,13 @@ from csigen.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from csigen.config import SCHEMA_VERSION
 
 
 def test_roundtrip_and_version(tmp_path):
     path = save_checkpoint(tmp_path / "c.pt", {"w": torch.arange(3.0), "meta": {"step": 4, "h": [1.0, 2.0]}})
     state = load_checkpoint(path)
-    assert state["format_version"] == FORMAT_VERSION
+    assert state["format_version"] == FORMAT_VERSION and state["schema_version"] == SCHEMA_VERSION
     assert torch.equal(state["w"], torch.arange(3.0)) and state["meta"]["h"] == [1.0, 2.0]
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
@@ -82,6 +83,22 @@ def test_version_and_foreign_files(tmp_path):
     torch.save({"weights": torch.zeros(1)}, path)
     with pytest.raises(CheckpointError, match="not a csigen checkpoint"):
         load_checkpoint(path)
+
+
+def test_schema_versions(tmp_path):
+    """csigen 0.1.0 wrote no schema_version (version 0): loaded as 0; a newer one asks for an upgrade."""
+    old = tmp_path / "old.pt"
+    torch.save({"format_version": FORMAT_VERSION, "config": {"amp": True}, "step": 3}, old)
+    state = load_checkpoint(old)
+    assert state["schema_version"] == 0 and state["config"] == {"amp": True} and state["step"] == 3
+    new = tmp_path / "new.pt"
+    torch.save({"format_version": FORMAT_VERSION, "schema_version": SCHEMA_VERSION + 1}, new)
+    with pytest.raises(CheckpointError, match=rf"new.pt' was written by a newer csigen \(schema version "
+                                              rf"{SCHEMA_VERSION + 1}\).*[Uu]pgrade csigen"):
+        load_checkpoint(new)
+    torch.save({"format_version": FORMAT_VERSION, "schema_version": "one"}, new)
+    with pytest.raises(CheckpointError, match="invalid schema_version 'one'"):
+        load_checkpoint(new)
 
 
 def test_check_compatible_names_the_difference():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import time
@@ -283,17 +284,333 @@ def test_imagenet30_missing_folder(tmp_path):
     assert "hendrycks/ss-ood" in msg and str(tmp_path) in msg
 
 
-def test_imagenet30_center_crop(tmp_path):
+def _imagenet30_tree(root: Path, per_class: int = 3) -> None:
+    """CSI's ImageNet-30 layout: 3 classes, 300x400 (portrait), 400x300 and 256x256 JPEGs.
+
+    Training image 0 of every class is grey with a red band in its top 48 rows and a
+    blue band in its bottom 48 rows: outside CSI's centre crop, inside the full image.
+    """
     rng = np.random.default_rng(0)
     for split in ("one_class_train", "one_class_test"):
-        for name in ("acorn", "airliner"):
-            for i, (w, h) in enumerate(((300, 260), (260, 400))):
-                arr = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-                _save(tmp_path / split / name / f"{i}.JPEG", arr)
-    task = load_task("imagenet", "airliner", root=tmp_path, image_size=64)
-    assert task.dataset == "imagenet30" and task.inlier == 1
-    assert task.train_images.shape == (2, 3, 64, 64) and task.test_images.shape == (4, 3, 64, 64)
-    assert load_task("imagenet30", 0, root=tmp_path).train_images.shape == (2, 3, 224, 224)
+        for name in ("acorn", "airliner", "ambulance"):
+            for i in range(per_class):
+                w, h = ((300, 400), (400, 300), (256, 256))[i % 3]
+                if split == "one_class_train" and i == 0:
+                    arr = np.full((h, w, 3), 128, dtype=np.uint8)
+                    arr[:48] = (255, 0, 0)
+                    arr[-48:] = (0, 0, 255)
+                else:
+                    arr = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+                _save(root / split / name / f"{i}.JPEG", arr)
+
+
+def _csi_transform(steps):
+    from torchvision import transforms as T
+
+    return T.Compose([*steps, T.PILToTensor()])
+
+
+def _files(root: Path, split: str, name: str | None = None) -> list[Path]:
+    return sorted((root / split).glob(f"{name or '*'}/*.JPEG"))
+
+
+@pytest.fixture(scope="module")
+def in30(tmp_path_factory):
+    root = tmp_path_factory.mktemp("imagenet30")
+    _imagenet30_tree(root)
+    return root, load_task("imagenet30", "airliner", root=root)
+
+
+def test_imagenet30_layout_sizes_and_csi_test_transform(in30):
+    from torchvision import transforms as T
+
+    root, task = in30
+    assert task.dataset == "imagenet30" and task.inlier == 1 and task.image_size == 224 and task.has_full_images
+    assert task.train_images.shape == (3, 3, 224, 224) and task.test_images.shape == (9, 3, 224, 224)
+    assert task.train_images.dtype == task.test_images.dtype == torch.uint8
+    # CSI's test transform, pixel for pixel: Resize(256) + CenterCrop(224) with PIL, as torchvision does it.
+    test_tf = _csi_transform([T.Resize(256), T.CenterCrop(224)])
+    want = torch.stack([test_tf(Image.open(f).convert("RGB")) for f in _files(root, "one_class_test")])
+    assert torch.equal(task.test_images, want)
+    train = _files(root, "one_class_train", "airliner")
+    assert torch.equal(task.train_images, torch.stack([test_tf(Image.open(f).convert("RGB")) for f in train]))
+    # The stores hold the whole Resize(256) image (shorter side 256, aspect ratio kept), uint8, unpadded.
+    full = task.train_full
+    assert full.sizes.tolist() == [[341, 256], [256, 341], [256, 256]]
+    assert full.data.dtype == torch.uint8 and full.nbytes == 3 * (341 * 256 * 2 + 256 * 256)
+    resize = _csi_transform([T.Resize(256)])
+    assert torch.equal(torch.from_numpy(full.image(1).copy()).permute(2, 0, 1), resize(Image.open(train[1])))
+    assert len(task.test_full) == 9 and task.info["resize"] == 256
+    small = load_task("imagenet", "acorn", root=root, image_size=64, max_test=3)
+    assert small.train_images.shape == (3, 3, 64, 64) and small.test_images.shape == (3, 3, 64, 64)
+    assert min(small.train_full.sizes[0].tolist()) == data.imagenet_resize_size(64) == 73
+
+
+def test_imagenet30_train_view_is_csi_random_resized_crop(in30):
+    """train_view = torchvision's RandomResizedCrop(224) + hflip of the Resize(256) image, for the drawn boxes."""
+    from torchvision.transforms import functional as TF
+
+    from csigen.augment import random_flips, random_resized_crop_boxes
+
+    root, task = in30
+    idx = torch.tensor([2, 0, 1])
+    x = task.train_view(idx, torch.Generator().manual_seed(5), views=2)
+    assert x.shape == (6, 3, 224, 224) and x.dtype == torch.float32
+    g = torch.Generator().manual_seed(5)  # the documented draw order: all boxes, then all flips
+    boxes = random_resized_crop_boxes(task.train_full.sizes[idx.repeat(2)], g)
+    flips = random_flips(6, g)
+    files = _files(root, "one_class_train", "airliner")
+    for row, (i, box, flip) in enumerate(zip(idx.repeat(2).tolist(), boxes.tolist(), flips.tolist())):
+        img = TF.resize(Image.open(files[i]).convert("RGB"), 256)
+        crop = TF.resized_crop(img, *box, [224, 224])
+        want = TF.pil_to_tensor(TF.hflip(crop) if flip else crop)
+        assert torch.equal((x[row] * 255).round().to(torch.uint8), want), row
+    # the two views of an image are independent crops
+    assert not torch.equal(x[:3], x[3:])
+
+
+def test_imagenet30_train_view_seeded_and_fresh_each_step(in30):
+    _, task = in30
+    g = torch.Generator().manual_seed(0)
+    first, second = task.train_view([0, 1], g), task.train_view([0, 1], g)
+    assert not torch.equal(first[0], second[0]) and not torch.equal(first[1], second[1])
+    again = torch.Generator().manual_seed(0)
+    assert torch.equal(task.train_view([0, 1], again), first) and torch.equal(task.train_view([0, 1], again), second)
+    assert not torch.equal(task.train_view([0, 1], torch.Generator().manual_seed(1)), first)
+    # not the centre crop, and every value on the uint8 grid (CSI feeds PIL's uint8 pixels)
+    assert not torch.equal(to_float(task.train_images[:2]), first)
+    assert torch.equal((first * 255).round() / 255, first)
+    with pytest.raises(IndexError, match="0..2"):
+        task.train_view([3], g)
+
+
+def test_imagenet30_crops_reach_the_whole_image(in30):
+    """The red (top) and blue (bottom) bands lie outside the centre crop; training crops reach them."""
+    _, task = in30
+
+    def has(colour: int, x: torch.Tensor) -> torch.Tensor:  # per image: some strongly red / blue pixels
+        other = [c for c in range(3) if c != colour]
+        mask = (x[:, colour] > 0.7) & (x[:, other[0]] < 0.3) & (x[:, other[1]] < 0.3)
+        return mask.flatten(1).any(dim=1)
+
+    centre = to_float(task.train_images[:1])
+    assert not has(0, centre).any() and not has(2, centre).any()
+    views = task.train_view(torch.zeros(48, dtype=torch.int64), torch.Generator().manual_seed(0))
+    red, blue = has(0, views), has(2, views)
+    assert red.any() and blue.any() and not (red | blue).all()
+    # and together the boxes reach every row and column of the full image, never beyond it
+    from csigen.augment import random_resized_crop_boxes
+
+    boxes = random_resized_crop_boxes(torch.tensor([[341, 256]]).repeat(3000, 1), torch.Generator().manual_seed(0))
+    top, left, h, w = boxes.unbind(1)
+    assert int(h.min()) > 0 and int(w.min()) > 0
+    rows, cols = torch.zeros(341, dtype=torch.bool), torch.zeros(256, dtype=torch.bool)
+    for t, lf, hh, ww in boxes.tolist():
+        rows[t:t + hh], cols[lf:lf + ww] = True, True
+    assert rows.all() and cols.all() and int((top + h).max()) == 341 and int((left + w).max()) == 256
+
+
+def test_random_resized_crop_boxes_follow_torchvision():
+    from torchvision import transforms as T
+
+    from csigen.augment import random_resized_crop_boxes
+
+    n = 4000
+    torch.manual_seed(0)
+    ref = torch.tensor([T.RandomResizedCrop.get_params(torch.zeros(1, 256, 341), [0.08, 1.0], [3 / 4, 4 / 3])
+                        for _ in range(n)], dtype=torch.float64)
+    ours = random_resized_crop_boxes(torch.tensor([[256, 341]]).repeat(n, 1), torch.Generator().manual_seed(0))
+    ours = ours.double()
+    for a in (ref, ours):
+        assert ((a[:, 0] + a[:, 2]) <= 256).all() and ((a[:, 1] + a[:, 3]) <= 341).all() and (a >= 0).all()
+    area = lambda a: a[:, 2] * a[:, 3] / (256 * 341)
+    assert abs(float(area(ours).mean() - area(ref).mean())) < 0.015  # std of each mean ~0.004
+    assert abs(float((ours[:, 3] / ours[:, 2]).log().mean() - (ref[:, 3] / ref[:, 2]).log().mean())) < 0.015
+    # torchvision's fallback when no trial fits: the centred box with the ratio clamped into [3/4, 4/3]
+    got = random_resized_crop_boxes([[256, 1000], [1000, 256], [256, 341]], torch.Generator(), scale=(1.0, 1.0))
+    assert got.tolist() == [[0, 329, 256, 341], [329, 0, 341, 256], [0, 0, 256, 341]]
+    assert got.tolist() == [list(T.RandomResizedCrop.get_params(torch.zeros(1, h, w), [1.0, 1.0], [3 / 4, 4 / 3]))
+                            for h, w in ((256, 1000), (1000, 256), (256, 341))]
+    with pytest.raises(ValueError, match="scale"):
+        random_resized_crop_boxes([[10, 10]], None, scale=(0.5, 0.2))
+    with pytest.raises(ValueError, match="sizes"):
+        random_resized_crop_boxes([10, 10], None)
+
+
+def test_imagenet30_eval_view_crops_fixed_area(in30):
+    from csigen.augment import random_resized_crop_boxes
+
+    _, task = in30
+    x = task.eval_view([0, 4, 8], torch.Generator().manual_seed(0))
+    assert x.shape == (3, 3, 224, 224)
+    assert torch.equal(x, task.eval_view([0, 4, 8], torch.Generator().manual_seed(0)))
+    assert not torch.equal(x, to_float(task.test_images[[0, 4, 8]]))
+    # CSI's --resize_fix --resize_factor 0.54: the area is 0.54 of the whole Resize(256) image
+    boxes = random_resized_crop_boxes(task.test_full.sizes.repeat(20, 1), torch.Generator(), scale=(0.54, 0.54))
+    frac = boxes[:, 2] * boxes[:, 3] / task.test_full.sizes.repeat(20, 1).prod(dim=1)
+    assert (frac - 0.54).abs().max() < 0.01
+    assert task.eval_view([1], torch.Generator(), split="train").shape == (1, 3, 224, 224)
+    with pytest.raises(ValueError, match="split"):
+        task.eval_view([0], split="val")
+
+
+def test_small_datasets_views_are_the_stored_images():
+    task = load_task("shapes", "circle", max_train=8, max_test=16)
+    assert not task.has_full_images and task.train_full is None
+    g = torch.Generator().manual_seed(0)
+    state = g.get_state()
+    x = task.train_view([3, 1], g, views=2)
+    assert torch.equal(x, to_float(task.train_images[[3, 1, 3, 1]]))
+    assert torch.equal(task.eval_view([2], g), to_float(task.test_images[[2]]))
+    assert torch.equal(g.get_state(), state)  # nothing drawn
+
+
+def test_no_crop_augment_leaves_geometry_alone():
+    from csigen.augment import no_crop_augment
+
+    x = torch.rand(3, 3, 24, 24, generator=torch.Generator().manual_seed(0))
+    identity = no_crop_augment(p_jitter=0.0, p_gray=0.0)
+    torch.testing.assert_close(identity(x, generator=torch.Generator().manual_seed(1)), x, atol=1e-6, rtol=0)
+    assert not torch.allclose(no_crop_augment()(x, generator=torch.Generator().manual_seed(1)), x)
+
+
+def test_trainer_imagenet30_step_at_224(in30):
+    """Trainer._batch draws two CSI crops per image from aug_gen (seeded, resumable); one ResNet-18 step
+    at 224 feeds exactly those two views, rotated, to a T without a crop (CSI's ImageNet step)."""
+    from csigen.augment import shift_batch
+    from csigen.config import make_config
+    from csigen.train import Trainer
+
+    root, task = in30
+    config = make_config("smoke", dataset="imagenet30", inlier="airliner", data_root=str(root), variant="csi",
+                         batch_size=2, max_steps=2, device="cpu", checkpoint_every_steps=None)
+    trainer = Trainer(config, None, task=task, progress=False)
+    start = trainer.aug_gen.get_state()
+    x0, y0 = trainer._batch()
+    assert x0.shape == y0.shape == (2, 3, 224, 224) and x0.dtype == torch.float32
+    assert not any(torch.equal(x0[0], c) for c in to_float(task.train_images))  # a random crop, not the centre
+    assert not torch.equal(x0[0], y0[0]) and not torch.equal(x0[1], y0[1])  # two independent crops per image
+    trainer.step = 1
+    state = trainer.state_dict()
+    x1, y1 = trainer._batch()
+    twin = Trainer(config, None, task=task, progress=False)
+    a, b = twin._batch()
+    assert torch.equal(a, x0) and torch.equal(b, y0)  # same seed, same crops
+    twin.load_state_dict(state)
+    a, b = twin._batch()
+    assert torch.equal(a, x1) and torch.equal(b, y1)  # resumed: the crops of the step it resumes at
+    # T has no crop of its own (the identity window), and the views reach it unflipped, only rotated
+    assert trainer.augment.crop_scale == (1.0, 1.0) and trainer.augment.ratio == (1.0, 1.0)
+    seen, real_T = [], trainer.augment
+
+    def T(x, generator=None):
+        seen.append(x.detach().clone())
+        return real_T(x, generator=generator)
+
+    trainer.augment = T
+    trainer.step = 0
+    trainer.aug_gen.set_state(start)
+    record = trainer.train_step()
+    assert math.isfinite(record["csi"]) and trainer.step == 1
+    assert len(seen) == 1 and torch.equal(seen[0], torch.cat([shift_batch(x0, 4)[0], shift_batch(y0, 4)[0]]))
+
+
+def test_trainer_imagenet30_gan_block_views(in30):
+    """variant full on ImageNet-30 images (at 32 px, for speed): G(h)'s views get the data side's crop and
+    flip on the device (csi_s, joint); the GAN block gets both real views."""
+    from csigen.augment import crop_flip_views
+    from csigen.config import make_config
+    from csigen.train import Trainer
+
+    root, _ = in30
+    task = load_task("imagenet30", "airliner", root=root, image_size=32, max_test=3)
+    config = make_config("smoke", dataset="imagenet30", inlier="airliner", data_root=str(root),
+                         variant="full", batch_size=2, gan_every=1, max_steps=1, device="cpu",
+                         checkpoint_every_steps=None)
+    trainer = Trainer(config, None, task=task, progress=False)
+    assert trainer.synthetic_views is crop_flip_views and trainer.augment.crop_scale == (1.0, 1.0)
+    views, blocks = [], []
+
+    def counting_views(x, generator=None):
+        views.append(tuple(x.shape))
+        return crop_flip_views(x, generator)
+
+    real_block = trainer._gan_block
+
+    def block(X, kw, X2=None):
+        blocks.append((X.shape, None if X2 is None else X2.shape))
+        return real_block(X, kw, X2)
+
+    trainer.synthetic_views, trainer._gan_block = counting_views, block
+    record = trainer.train_step()
+    assert blocks == [((2, 3, 32, 32), (2, 3, 32, 32))]
+    assert views == [(2, 3, 32, 32)] * 2  # L_CSI-S (Eq. 6) and L_JOINT (Eq. 5)
+    assert all(math.isfinite(record[k]) for k in ("csi", "d", "csi_s", "rec", "joint"))
+
+
+class _TinyF(torch.nn.Module):
+    """A small stand-in for F (evaluation tests at 224 px)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 5, stride=8)
+        self.simclr_layer, self.shift_cls_layer = torch.nn.Linear(4, 3), torch.nn.Linear(4, 4)
+
+    def forward(self, x, *, simclr=False, shift=False):
+        h = torch.relu(self.conv(x)).mean(dim=(2, 3))
+        return {"simclr": self.simclr_layer(h), "shift": self.shift_cls_layer(h)}
+
+
+def test_imagenet30_evaluation_crops_the_full_images(in30, monkeypatch):
+    """evaluate_model on ImageNet-30: every draw of every chunk is a fresh eval_view of the full images
+    (training and test images), and T has no crop; not T's 0.54 crop of the centre crop."""
+    from csigen import score as S
+    from csigen.config import make_config
+    from csigen.train import evaluate_model
+
+    root, task = in30
+    config = make_config("smoke", dataset="imagenet30", inlier="airliner", data_root=str(root),
+                         eval_samples=2, eval_batch_size=4, eval_crop_scale=0.5, device="cpu")
+    calls, augments = [], []
+    real_view, real_extract = task.eval_view, S.extract_features
+
+    def eval_view(indices, generator=None, device=None, *, split="test", scale=None):
+        calls.append((split, torch.as_tensor(indices).tolist(), scale, generator))
+        return real_view(indices, generator, device, split=split, scale=scale)
+
+    def extract(model, images, augment, **kw):
+        augments.append((augment.crop_scale, augment.ratio))
+        return real_extract(model, images, augment, **kw)
+
+    monkeypatch.setattr(task, "eval_view", eval_view)
+    monkeypatch.setattr(S, "extract_features", extract)
+    torch.manual_seed(0)
+    ev = evaluate_model(_TinyF(), task, config, device=torch.device("cpu"))
+    assert augments == [((1.0, 1.0), (1.0, 1.0))] * 2
+    train_calls = [c for c in calls if c[0] == "train"]
+    test_calls = [c for c in calls if c[0] == "test"]
+    assert [c[1] for c in train_calls] == [[0, 1, 2]] * 2  # one chunk, R = 2 draws
+    assert [c[1] for c in test_calls] == [[0, 1, 2, 3]] * 2 + [[4, 5, 6, 7]] * 2 + [[8]] * 2
+    assert all(c[2] == 0.5 for c in calls)
+    assert train_calls[0][3] is not train_calls[1][3]  # each draw its own generator
+    assert len(ev["arrays"]["scores"]) == 9 and math.isfinite(ev["auroc"])
+
+
+def test_eval_features_small_datasets_unchanged():
+    """32x32 data: eval_features is extract_features on the stored images with T's 0.54 crop, as before."""
+    from csigen import score as S
+    from csigen.augment import SimCLRAugment
+    from csigen.config import make_config
+    from csigen.train import eval_features
+
+    task = load_task("shapes", "circle", max_train=6, max_test=5)
+    config = make_config("smoke", dataset="shapes", inlier="circle", eval_samples=2, eval_batch_size=4)
+    torch.manual_seed(0)
+    F = _TinyF()
+    got = eval_features(F, task, config, "test", device=torch.device("cpu"), seed=3)
+    want = S.extract_features(F, task.test_images, SimCLRAugment(crop_scale=(0.54, 0.54)), num_samples=2,
+                              num_shifts=4, batch_size=4, device="cpu", seed=3)
+    assert torch.equal(got.simclr, want.simclr) and torch.equal(got.shift, want.shift)
 
 
 # --------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from csigen.checkpoint import load_checkpoint
+from csigen.disk import run_weights_file
 
 DRIVER = Path(__file__).parent / "helpers" / "run_until_killed.py"
 ENV = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
@@ -36,7 +37,7 @@ def finish(out, *extra):
 
 
 def final_state(out):
-    state = load_checkpoint(Path(out) / "checkpoint.pt")
+    state = load_checkpoint(run_weights_file(out))  # weights.pt once finished (checkpoint.pt if killed just before)
     return state["step"], state["nets"], json.loads((Path(out) / "result.json").read_text())["auroc"]
 
 

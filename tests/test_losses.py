@@ -239,6 +239,76 @@ def test_joint_and_csi_s_loss_are_csi_loss():
         assert torch.equal(s[k], ref_s[k])
 
 
+def test_csi_loss_second_view_is_csi_imagenet_step():
+    """With two data-side views (ImageNet-30): no flip here, view 1 and view 2 rotated, then T."""
+    from csigen.augment import shift_batch
+
+    model = TinyF()
+    x1, x2 = _images(3, 8, seed=30), _images(3, 8, seed=31)
+    g = _gen(0)
+    out = csi_loss(model, x1, _identity_augment, generator=g, second_view=x2)
+    assert torch.equal(model.seen[0], torch.cat([shift_batch(x1, 4)[0], shift_batch(x2, 4)[0]]))
+    assert torch.equal(g.get_state(), _gen(0).get_state())  # nothing drawn: the data side flipped already
+    with torch.no_grad():
+        feats = model(model.seen[0], simclr=True, shift=True)
+    assert torch.allclose(out["con_si"], nt_xent(feats["simclr"], 0.5))
+    with pytest.raises(ValueError, match="second_view"):
+        csi_loss(model, x1, _identity_augment, second_view=x2[:2])
+
+
+def _two_views_recorded(calls):
+    """A synthetic_views stand-in: view 1 = x, view 2 = 1 - x; records its inputs."""
+
+    def views(x, generator=None):
+        calls.append(x)
+        return torch.cat([x, 1 - x])
+
+    return views
+
+
+def test_joint_and_csi_s_loss_with_synthetic_views():
+    """Full-image tasks: G(h)'s two views come from synthetic_views; real views from the data side."""
+    from csigen.augment import shift_batch
+
+    real1, real2, synth = _images(3, 8, seed=32), _images(3, 8, seed=33), _images(2, 8, seed=34)
+    calls, model = [], TinyF()
+    views = _two_views_recorded(calls)
+    joint_loss(model, real1, synth, _identity_augment, generator=_gen(0), second_view=real2,
+               synthetic_views=views)
+    v1, v2 = torch.cat([real1, synth]), torch.cat([real2, 1 - synth])
+    assert len(calls) == 1 and torch.equal(calls[0], synth)
+    assert torch.equal(model.seen[0], torch.cat([shift_batch(v1, 4)[0], shift_batch(v2, 4)[0]]))
+    s = csi_s_loss(model, synth, _identity_augment, generator=_gen(0), synthetic_views=views)
+    ref = csi_loss(model, synth, _identity_augment, generator=_gen(0), second_view=1 - synth)
+    assert len(calls) == 2 and torch.equal(s["loss"], ref["loss"])
+    for bad in ({"second_view": real2}, {"synthetic_views": views}):
+        with pytest.raises(ValueError, match="second_view .* synthetic_views"):
+            joint_loss(model, real1, synth, _identity_augment, **bad)
+
+
+def test_crop_flip_views_is_a_differentiable_crop_and_flip():
+    from csigen.augment import crop_flip_views
+
+    x = _images(3, 16, seed=35).requires_grad_()
+    v = crop_flip_views(x, _gen(0))
+    assert v.shape == (6, 3, 16, 16)
+    assert torch.equal(v, crop_flip_views(x, _gen(0)))
+    assert not torch.allclose(v[:3], v[3:])  # two independent crops of each image
+    v.sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0  # gradients reach G
+    # scale = ratio = 1: the whole image (resampled at its pixel centres), flipped at random
+    flips = crop_flip_views(x.detach(), _gen(1), views=4, scale=(1.0, 1.0), ratio=(1.0, 1.0))
+    seen = set()
+    for j, img in enumerate(flips):
+        src = x.detach()[j % 3]
+        plain, mirrored = torch.allclose(img, src, atol=1e-5), torch.allclose(img, src.flip(-1), atol=1e-5)
+        assert plain or mirrored
+        seen.add(mirrored)
+    assert seen == {True, False}
+    with pytest.raises(ValueError, match="views"):
+        crop_flip_views(x, views=0)
+
+
 class _FixedFlip:
     """random_hflip stand-in that flips a fixed set of images (CSI's draw in the fixture)."""
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -64,24 +66,69 @@ def test_smoke_setup_replaces_the_task_and_uses_csigen_out(monkeypatch, tmp_path
     monkeypatch.setenv(notebook.ENV_SMOKE, "1")
     monkeypatch.setenv(notebook.ENV_OUT, str(tmp_path / "runs"))
     settings = notebook.setup(dataset="cifar10", inlier="cat", preset="quick", seed=3)
-    assert (settings.smoke, settings.dataset, settings.inlier, settings.preset) == (True, "shapes", "circle", "smoke")
+    assert (settings.smoke, settings.dataset, settings.inlier, settings.preset) == (True, "shapes", "stripes", "smoke")
     assert settings.out == tmp_path / "runs" and settings.out.is_dir()
     assert settings.seed == 3 and not settings.gpu and not settings.colab
     printed = capsys.readouterr().out
     assert "smoke mode" in printed and str(tmp_path / "runs") in printed and "No GPU" in printed
 
 
-def test_preset_none_follows_the_device(no_smoke, tmp_path, capsys, monkeypatch):
+def test_preset_and_class_none_follow_the_device(no_smoke, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert notebook.setup(out=tmp_path, verbose=False).preset == "cpu"
+    settings = notebook.setup(out=tmp_path, verbose=False)
+    assert (settings.dataset, settings.inlier, settings.preset) == ("cifar10", notebook.CPU_INLIER, "cpu")
     assert capsys.readouterr().out == ""  # verbose=False prints nothing
 
 
-def test_preset_none_on_a_gpu_is_quick_and_prints_the_gpu(no_smoke, tmp_path, capsys, fake_gpu):
+def test_preset_and_class_none_on_a_gpu_are_quick_and_cat(no_smoke, tmp_path, capsys, fake_gpu):
     settings = notebook.setup(out=tmp_path)
-    assert settings.preset == "quick" and settings.gpu
+    assert settings.preset == "quick" and settings.gpu and settings.inlier == notebook.GPU_INLIER == "cat"
     printed = capsys.readouterr().out
     assert "Tesla T4 (compute 7.5, 15.0 GiB)" in printed and "No GPU" not in printed
+
+
+def test_without_a_gpu_the_class_is_the_cpu_class_and_the_expectation_is_printed(no_smoke, tmp_path, capsys,
+                                                                                  cpu_only):
+    settings = notebook.setup(out=tmp_path)
+    assert settings.inlier == notebook.CPU_INLIER == "automobile" and settings.preset == "cpu"
+    printed = capsys.readouterr().out
+    assert "cifar10 / automobile" in printed and "What to expect" in printed
+    assert notebook.PRESETS["cpu"].doc in printed  # the preset's documentation, with its measured time and AUROC
+    assert "near chance" not in printed
+    assert notebook.setup(out=tmp_path, inlier=3, verbose=False).inlier == 3  # an explicit class is kept
+
+
+def test_an_explicit_class_other_than_the_cpu_class_is_kept_with_a_warning(no_smoke, tmp_path, capsys, cpu_only):
+    settings = notebook.setup(out=tmp_path, inlier="cat")
+    assert settings.inlier == "cat" and settings.preset == "cpu"
+    assert "near chance (AUROC 0.5) on cat" in capsys.readouterr().out
+    assert "near chance" not in notebook.no_gpu_note("cifar10", 1, "cpu")  # index 1 is automobile
+
+
+def test_default_inlier():
+    assert notebook.default_inlier("cifar10", gpu=True) == "cat"
+    assert notebook.default_inlier("cifar10", gpu=False) == "automobile"
+    assert notebook.default_inlier("cifar100", gpu=False) == notebook.default_inlier("shapes", gpu=True) == 0
+
+
+def test_smoke_class_is_changed_by_rotations():
+    """Smoke mode's class looks different after a 90-degree rotation (a real shift, Eq. 2-3); a circle does not.
+
+    The statistic: log of the ratio of horizontal to vertical edge energy over
+    the class's images, before and after the rotation (which swaps the two).
+    """
+    from csigen.augment import rotate
+    from csigen.data import make_shapes
+
+    def orientation(x):
+        return math.log((x[..., :, 1:] - x[..., :, :-1]).abs().mean() / (x[..., 1:, :] - x[..., :-1, :]).abs().mean())
+
+    def rotation_shift(name):
+        x = make_shapes(name, 64, seed=0).float() / 255
+        return abs(orientation(rotate(x, 1)) - orientation(x))
+
+    assert notebook.SMOKE_TASK["inlier"] != "circle"
+    assert rotation_shift(notebook.SMOKE_TASK["inlier"]) > 1.0 and rotation_shift("circle") < 0.05
 
 
 def test_explicit_values_are_kept_outside_smoke_mode(no_smoke, tmp_path, cpu_only):
@@ -129,6 +176,34 @@ def test_output_folder_on_drive_in_colab(monkeypatch, tmp_path):
     assert notebook.output_folder(absolute, use_drive=True, colab=True, mount=mounted.append) == absolute
 
 
+def test_use_drive_in_colab_keeps_the_downloads_on_drive(monkeypatch, tmp_path, capsys):
+    """Issue 13: with USE_DRIVE the CIFAR download and the Inception weights live on Drive too."""
+    from csigen import data, fid
+
+    mount_point = tmp_path / "content" / "drive"
+    cache = mount_point / "MyDrive" / "csigen-cache"
+    monkeypatch.setattr(notebook, "DRIVE_MOUNT", str(mount_point))
+    monkeypatch.setattr(notebook, "DRIVE_RUNS", str(mount_point / "MyDrive" / "csigen-runs"))
+    monkeypatch.setattr(notebook, "DRIVE_CACHE", str(cache))
+    for variable in ("CSIGEN_DATA", "TORCH_HOME"):
+        monkeypatch.delenv(variable, raising=False)  # restored after the test
+    mounted = []
+    colab = types.ModuleType("google.colab")
+    colab.drive = types.SimpleNamespace(mount=mounted.append)
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+
+    settings = notebook.setup(smoke=True, use_drive=True)
+    assert settings.colab and mounted == [str(mount_point)] and settings.out == mount_point / "MyDrive" / "csigen-runs"
+    assert data.default_data_root() == cache / "data" and (cache / "data").is_dir()
+    assert Path(torch.hub.get_dir()) == cache / "torch" / "hub"
+    assert fid._default_weights_file().is_relative_to(cache / "torch")  # where the Inception weights download
+    assert f"downloads kept on Drive: data in {cache / 'data'}" in capsys.readouterr().out
+
+    monkeypatch.setenv("CSIGEN_DATA", str(tmp_path / "mine"))  # a folder chosen before is kept
+    assert notebook.drive_caches(tmp_path / "other") == {"CSIGEN_DATA": str(tmp_path / "mine"),
+                                                          "TORCH_HOME": str(cache / "torch")}
+
+
 def test_use_drive_outside_colab_keeps_the_local_folder(tmp_path, capsys):
     def mount(_):
         raise AssertionError("Drive must not be mounted outside Colab")
@@ -167,7 +242,10 @@ def test_device_info_gpu(fake_gpu):
 
 def test_no_gpu_note_describes_the_cpu_preset():
     cpu = make_config("cpu")
-    assert f"{cpu.max_steps} steps on {cpu.max_train:,} images" in notebook.no_gpu_note()
+    note = notebook.no_gpu_note()
+    assert f"{cpu.max_steps} steps on {cpu.max_train:,} images of cifar10 / {notebook.CPU_INLIER}" in note
+    smoke = notebook.no_gpu_note("shapes", "stripes", "smoke")
+    assert "preset 'smoke' on shapes / stripes" in smoke and notebook.PRESETS["smoke"].doc in smoke
 
 
 def test_runs_are_named_as_everywhere_else(no_smoke, tmp_path, cpu_only):
@@ -194,3 +272,17 @@ def test_load_trained_looks_in_the_configs_run_folder(no_smoke, tmp_path, cpu_on
     config = settings.config("full", seed=5)
     with pytest.raises(FileNotFoundError, match=r"full-smoke-s5.*train the run first"):
         settings.load_trained(config)
+
+
+def test_g_runs_snapshot_g_at_the_presets_step_interval(no_smoke, tmp_path, cpu_only):
+    for preset, every in notebook.G_SNAPSHOT_EVERY_STEPS.items():
+        settings = notebook.setup(preset=preset, dataset="shapes", inlier="square", out=tmp_path, verbose=False)
+        assert settings.config("csi+g").g_snapshot_every_steps == every
+        assert settings.config("full").g_snapshot_every_steps == every
+        assert settings.config("csi").g_snapshot_every_steps is None  # no G, no snapshots
+    assert notebook.G_SNAPSHOT_EVERY_STEPS["smoke"] < make_config("smoke").max_steps  # smoke mode shows several
+    settings = notebook.setup(preset="smoke", dataset="shapes", inlier="square", out=tmp_path, verbose=False)
+    assert settings.config("full", g_snapshot_every_steps=None).g_snapshot_every_steps is None  # an override wins
+    # an environment field: the folder and the run it holds do not depend on it
+    assert settings.run_dir("full") == results.run_dir(tmp_path, make_config(
+        "smoke", dataset="shapes", inlier="square", variant="full", seed=0))

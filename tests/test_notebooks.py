@@ -5,7 +5,8 @@ committed as saved after two commands (see :data:`HOW_TO_FIX`). These tests
 check what those commands guarantee and the layout every notebook shares:
 valid nbformat, kernel python3, no outputs or execution counts (nbstripout
 --verify, with the keys Colab adds), a Colab badge and an install cell that
-follow csigen.REPO_URL / REPO_BRANCH (tools/sync_notebook_links.py --check),
+follow csigen.REPO_URL / REPO_BRANCH, an install cell pinned to the release
+tag ``v<csigen.__version__>`` (tools/sync_notebook_links.py --check),
 and the first cells in one order: title with the badge, install cell,
 ``parameters`` cell of plain values, setup cell calling csigen.notebook.setup.
 """
@@ -179,7 +180,7 @@ def test_install_cell_installs_this_repository_in_colab_only(name):
     cells = [c for c in load(name)["cells"] if "install" in tags(c)]
     assert len(cells) == 1
     text = source(cells[0])
-    assert f'"git+{csigen.REPO_URL}@{csigen.REPO_BRANCH}"' in text, f"{name}: stale install target.{HOW_TO_FIX}"
+    assert f'"csigen @ git+{csigen.REPO_URL}@v{csigen.__version__}"' in text, f"{name}: stale install target.{HOW_TO_FIX}"
     assert "if IN_COLAB" in text  # locally nothing is installed
     assert not any(line.strip().startswith(("%pip", "!pip")) for line in text.splitlines())  # no magic in an if
 
@@ -201,7 +202,7 @@ def test_sync_check_catches_a_stale_link_and_fixes_it(tmp_path):
     nb = load(NOTEBOOKS[0])
     for cell in nb["cells"]:
         text = source(cell).replace(github_path(), "someone/old-fork")
-        cell["source"] = text.replace(f"@{csigen.REPO_BRANCH}\"", "@dev\"")
+        cell["source"] = text.replace(f"@v{csigen.__version__}\"", "@v0.0.1\"")
     path = tmp_path / NOTEBOOKS[0]
     path.write_text(json.dumps(nb, indent=1), encoding="utf-8")
 
@@ -234,3 +235,93 @@ def test_an_executed_or_colab_saved_notebook_is_caught_and_stripping_restores_it
     for path in (executed, saved_in_colab):
         assert tool("-m", "nbstripout", *NBSTRIPOUT_ARGS, str(path)).returncode == 0
         assert json.loads(path.read_text(encoding="utf-8")) == json.loads(committed)
+
+
+# ------------------------------------------------------------------ the release the notebooks install
+
+
+def _install_namespace(text: str, *, colab: bool, pip_returncode: int) -> tuple[list, dict, BaseException | None]:
+    """Run an install cell's code with Colab faked and subprocess.run recorded (nothing is installed)."""
+    import types
+
+    calls = []
+
+    def fake_run(cmd, **kw):
+        calls.append((cmd, kw))
+        return types.SimpleNamespace(returncode=pip_returncode, stdout="Collecting csigen\n",
+                                     stderr="ERROR: Could not find a version that satisfies the requirement\n")
+
+    fake_subprocess = types.ModuleType("subprocess")
+    fake_subprocess.run = fake_run
+    modules = dict(sys.modules, subprocess=fake_subprocess)
+    if colab:
+        modules["google.colab"] = types.ModuleType("google.colab")
+    else:
+        modules.pop("google.colab", None)
+    namespace: dict = {}
+    error = None
+    import unittest.mock
+
+    with unittest.mock.patch.dict(sys.modules, modules, clear=True):
+        try:
+            exec(compile(text, "<install cell>", "exec"), namespace)  # noqa: S102 (the committed cell, pip faked)
+        except RuntimeError as exc:
+            error = exc
+    return calls, namespace, error
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_install_cell_pins_the_release_of_this_version_and_shows_pip_on_failure(name, capsys):
+    """Notebooks and package agree: the install cell installs tag v<csigen.__version__> (README, "Releasing")."""
+    text = source(next(c for c in load(name)["cells"] if "install" in tags(c)))
+    tags_in_cell = re.findall(r"@(v[0-9][^\"']*)[\"']", text)
+    assert tags_in_cell == [f"v{csigen.__version__}"], (
+        f"{name}: the install cell installs {tags_in_cell}, csigen.__version__ is {csigen.__version__!r}; run "
+        "`python tools/sync_notebook_links.py` (README, 'Releasing')")
+    assert "@main" not in text and "--upgrade" not in text and "-U" not in text.split()  # keeps Colab's torch
+
+    calls, _, error = _install_namespace(text, colab=False, pip_returncode=0)
+    assert calls == [] and error is None  # locally nothing is installed
+
+    calls, _, error = _install_namespace(text, colab=True, pip_returncode=0)
+    assert error is None and len(calls) == 1
+    cmd, _ = calls[0]
+    assert cmd[1:4] == ["-m", "pip", "install"] and cmd[-1] == f"csigen @ git+{csigen.REPO_URL}@v{csigen.__version__}"
+    assert not any(a.startswith(("torch", "ipywidgets")) for a in cmd)
+    capsys.readouterr()
+
+    calls, _, error = _install_namespace(text, colab=True, pip_returncode=1)
+    printed = capsys.readouterr().out
+    assert isinstance(error, RuntimeError) and "output is printed above" in str(error)
+    assert "Could not find a version" in printed and "Collecting csigen" in printed  # pip's own output shown
+
+
+def test_package_requirements_keep_colabs_torch_and_ipywidgets():
+    """pip keeps an installed torch / ipywidgets only if csigen's requirements are lower bounds they satisfy."""
+    import tomllib
+
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    pins = {re.split(r"[<>=!~ ]", d, maxsplit=1)[0]: d for d in deps}
+    assert pins["torch"] == "torch>=2.1" or re.fullmatch(r"torch>=2\.\d+", pins["torch"])
+    # Colab ships ipywidgets 7.7.1: an upper bound or a lower bound above it would replace Colab's widgets
+    match = re.fullmatch(r"ipywidgets>=(\d+)\.(\d+)(?:\.(\d+))?", pins["ipywidgets"])
+    assert match and tuple(int(x or 0) for x in match.groups()) <= (7, 7, 1), pins["ipywidgets"]
+
+
+#: The variant each lesson notebook trains (its run-time table gives one run's time).
+LESSON_VARIANT = {"01_csi.ipynb": "csi", "02_adding_generator.ipynb": "csi+g", "03_adding_encoder.ipynb": "full"}
+
+
+@pytest.mark.parametrize("name", sorted(LESSON_VARIANT))
+def test_quick_preset_description_agrees_with_the_run_time_table(name):
+    """Issue 13: `python -m csigen presets` and the notebooks state the same Colab T4 time for a `quick` run."""
+    from csigen.config import PRESETS
+
+    title = source(load(name)["cells"][0])
+    row = next((line for line in title.splitlines() if line.startswith("| Colab T4 GPU | `quick`")), None)
+    assert row is not None, f"{name}: no Colab T4 / quick row in the run-time table"
+    time = re.search(r"\| about ([^,:|]+?)(?:[,:]|\s*\|)", row)
+    assert time, f"{name}: the quick row states no 'about <time>': {row}"
+    stated = f"{LESSON_VARIANT[name]} about {time.group(1).strip()}"
+    assert stated in PRESETS["quick"].doc, (f"{name} says {stated!r} for preset quick; csigen.config.PRESETS['quick'] "
+                                            f"says: {PRESETS['quick'].doc}")

@@ -13,9 +13,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from csigen.score import (
+    HFLIP_MODES,
     NEIGHBOUR_MODES,
+    SCORE_NAMES,
     Features,
+    all_scores,
     auroc,
+    compute_score,
     csi_score,
     csi_weights,
     extract_features,
@@ -341,3 +345,104 @@ def test_extract_features_with_eval_augment(augment_mod):
     b = extract_features(net, imgs, aug, num_samples=2, batch_size=2, seed=1)
     assert a.simclr.shape == (5, 4, 5) and torch.isfinite(a.simclr).all()
     assert torch.equal(a.simclr, b.simclr) and torch.equal(a.shift, b.shift)
+
+
+class PixelNet(nn.Module):
+    """simclr head = the flattened pixels (so each row reveals how it was flipped and rotated)."""
+
+    def __init__(self, num_shifts=4):
+        super().__init__()
+        self.num_shifts = num_shifts
+        self.register_buffer("anchor", torch.zeros(1))
+
+    def forward(self, x, *, simclr=False, shift=False, penultimate=False):
+        return {"simclr": x.flatten(1), "shift": torch.zeros(x.shape[0], self.num_shifts)}
+
+
+def _flip_states(augment_mod, feats: Features, x: torch.Tensor) -> torch.Tensor:
+    """``(N, K)`` bool: was shift k of image i flipped? Fails unless each row is a flip of a rotation."""
+    n, k_shifts, _ = feats.simclr.shape
+    states = torch.zeros(n, k_shifts, dtype=torch.bool)
+    for k in range(k_shifts):
+        plain = augment_mod.rotate(x, k).flatten(1)
+        flipped = augment_mod.rotate(augment_mod.hflip(x), k).flatten(1)
+        got = feats.simclr[:, k]
+        is_plain = (got == plain).all(dim=1)
+        is_flipped = (got == flipped).all(dim=1)
+        assert (is_plain | is_flipped).all(), f"shift {k}: a row is neither rotate(x) nor rotate(hflip(x))"
+        states[:, k] = is_flipped
+    return states
+
+
+def test_extract_features_flips_each_rotation_independently(augment_mod):
+    """CSI (evals/ood_pre.py, _get_features): cat([shift_trans(hflip(x), k) for k]), one flip per rotated copy."""
+    n, k_shifts, seed = 64, 4, 7
+    imgs = torch.randint(0, 256, (n, 3, 4, 4), generator=torch.Generator().manual_seed(4), dtype=torch.uint8)
+    x = imgs.float() / 255
+    assert not torch.equal(x, augment_mod.hflip(x))  # flips are visible
+    feats = extract_features(PixelNet(), imgs, identity_augment, num_samples=1, batch_size=n, seed=seed)
+    states = _flip_states(augment_mod, feats, x)
+    # rotations of one image get different flips (the old code shared one flip across the K copies)
+    assert (states != states[:, :1]).any(dim=1).sum() > n // 2
+    # exactly CSI's order of draws: K independent Bernoulli(1/2) flip draws, k = 0 .. K-1, before the augmentation
+    g = torch.Generator().manual_seed(seed)
+    expected = torch.stack([torch.rand(n, generator=g) < 0.5 for _ in range(k_shifts)], dim=1)
+    assert torch.equal(states, expected)
+
+
+def test_extract_features_hflip_modes(augment_mod):
+    n = 32
+    imgs = torch.randint(0, 256, (n, 3, 4, 4), generator=torch.Generator().manual_seed(5), dtype=torch.uint8)
+    x = imgs.float() / 255
+    assert HFLIP_MODES == ("per_shift", "shared", "none")
+    kw = {"num_samples": 1, "batch_size": n, "seed": 3}
+    shared = _flip_states(augment_mod, extract_features(PixelNet(), imgs, identity_augment, hflip="shared", **kw), x)
+    assert (shared == shared[:, :1]).all() and 0 < shared[:, 0].sum() < n  # one flip per image, for all K
+    for off in ("none", False):
+        none = _flip_states(augment_mod, extract_features(PixelNet(), imgs, identity_augment, hflip=off, **kw), x)
+        assert not none.any()
+    default = extract_features(PixelNet(), imgs, identity_augment, **kw)
+    explicit = extract_features(PixelNet(), imgs, identity_augment, hflip="per_shift", **kw)
+    as_bool = extract_features(PixelNet(), imgs, identity_augment, hflip=True, **kw)
+    assert torch.equal(default.simclr, explicit.simclr) and torch.equal(default.simclr, as_bool.simclr)
+    with pytest.raises(ValueError, match="hflip"):
+        extract_features(PixelNet(), imgs, identity_augment, hflip="per_image", **kw)
+
+
+def test_extract_features_precision(augment_mod):
+    """float32 by default; amp_dtype runs the forward pass (only) under autocast on the model's device type."""
+    seen = []
+
+    class Spy(DummyNet):
+        def forward(self, x, **kw):
+            seen.append((x.dtype, torch.is_autocast_enabled("cpu"),
+                         torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None))
+            return super().forward(x, **kw)
+
+    net, imgs = Spy(), _images(6, seed=8)
+    fp32 = extract_features(net, imgs, noisy_augment, num_samples=1, batch_size=6)
+    assert seen == [(torch.float32, False, None)]
+    seen.clear()
+    bf16 = extract_features(net, imgs, noisy_augment, num_samples=1, batch_size=6, amp_dtype=torch.bfloat16)
+    assert seen == [(torch.float32, True, torch.bfloat16)]  # augmentation output stays float32
+    assert bf16.simclr.dtype == torch.float32
+    assert not torch.equal(bf16.simclr, fp32.simclr)
+    torch.testing.assert_close(bf16.simclr, fp32.simclr, rtol=0.05, atol=0.1)
+    with pytest.raises(ValueError, match="amp_dtype"):
+        extract_features(net, imgs, noisy_augment, amp_dtype=True)
+
+
+def test_all_scores_from_one_feature_set():
+    from csigen.config import SCORES
+
+    assert SCORE_NAMES == SCORES  # the config's choices are exactly the scores computed
+    test, train = random_features(9, seed=11), random_features(13, seed=12)
+    scores = all_scores(test, train, chunk_size=4)
+    assert list(scores) == list(SCORE_NAMES)
+    for mode in NEIGHBOUR_MODES:
+        torch.testing.assert_close(scores[mode], nearest_neighbour_score(test, train, neighbour=mode))
+        torch.testing.assert_close(compute_score(mode, test, train), scores[mode])
+    torch.testing.assert_close(scores["csi"], csi_score(test, train))
+    assert all(v.shape == (9,) and v.dtype == torch.float32 for v in scores.values())
+    with pytest.raises(ValueError, match="score must be one of"):
+        compute_score("simclr", test, train)

@@ -47,8 +47,9 @@ class Recorder(Callback):
 def test_each_variant_trains_and_writes_its_files(tmp_path, task, variant, keys):
     rec = Recorder()
     result = run(tiny(variant), tmp_path, task=task, callbacks=[rec], progress=False)
-    for name in ("config.json", "history.csv", "checkpoint.pt", "scores.npz", "result.json"):
+    for name in ("config.json", "history.csv", "weights.pt", "scores.npz", "result.json"):
         assert (tmp_path / name).is_file(), name
+    assert not (tmp_path / "checkpoint.pt").exists()  # finished: the optimiser state is dropped (csigen.disk)
     history = pd.read_csv(tmp_path / "history.csv")
     assert len(history) == 4 and keys <= set(history.columns)
     gan_steps = history["step"] % 2 == 0
@@ -67,9 +68,9 @@ def test_each_variant_trains_and_writes_its_files(tmp_path, task, variant, keys)
 def test_finished_run_is_not_redone(tmp_path, task):
     cfg = tiny("csi", max_steps=2)
     first = run(cfg, tmp_path, task=task, progress=False)
-    mtime = (tmp_path / "checkpoint.pt").stat().st_mtime_ns
+    mtime = (tmp_path / "weights.pt").stat().st_mtime_ns
     again = run(cfg, tmp_path, task=task, progress=False)
-    assert again == first and (tmp_path / "checkpoint.pt").stat().st_mtime_ns == mtime
+    assert again == first and (tmp_path / "weights.pt").stat().st_mtime_ns == mtime
 
 
 def weights(trainer):
@@ -123,11 +124,11 @@ def test_rollback_lowers_learning_rate_and_continues(tmp_path, task):
     real_gan_block = trainer._gan_block
     calls = {"n": 0}
 
-    def flaky(X, kw):
+    def flaky(*args):
         calls["n"] += 1
         if calls["n"] == 1:
             raise NonFiniteLossError("loss 'd' is nan at step 1 (simulated)")
-        return real_gan_block(X, kw)
+        return real_gan_block(*args)
 
     trainer._gan_block = flaky
     with pytest.warns(RuntimeWarning, match="rolled back to step 1"):
