@@ -189,7 +189,10 @@ def test_two_cpu_workers_give_the_serial_sweeps_results_and_a_relaunch_runs_only
         assert parallel["scores"] == serial["scores"] and parallel["steps"] == serial["steps"] == 1
         a = np.load(run_dir(tmp_path / "serial", config) / "scores.npz")
         b = np.load(run_dir(tmp_path / "parallel", config) / "scores.npz")
-        assert sorted(a.files) == sorted(b.files) and all(np.array_equal(a[k], b[k]) for k in a.files)
+        # CPU workers split the cores (torch.set_num_threads), and a different thread count may sum
+        # in another order: the same run up to float rounding, the same AUROCs exactly (above)
+        assert sorted(a.files) == sorted(b.files)
+        assert all(np.allclose(a[k], b[k], rtol=1e-4, atol=1e-6) for k in a.files)
         assert not (run_dir(tmp_path / "parallel", config) / P.LOCK_FILE).exists()
 
     # launched again: nothing is trained again, the finished runs are read back (only what is missing runs:

@@ -19,6 +19,7 @@ import torch
 
 from csigen.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from csigen.cli import main
+from csigen.disk import run_weights_file
 from csigen.config import (
     ENVIRONMENT_FIELDS,
     SCHEMA_VERSION,
@@ -214,7 +215,9 @@ def test_old_checkpoint_loads_and_resumes(tmp_path):
     pd.testing.assert_frame_equal(history.iloc[:3][kept.columns].reset_index(drop=True), kept,
                                   check_dtype=False)  # steps 1-3 come from the old checkpoint, not retrained
     assert json.loads((out / "config.json").read_text())["schema_version"] == SCHEMA_VERSION
-    assert load_checkpoint(out / "checkpoint.pt")["schema_version"] == SCHEMA_VERSION
+    # a finished run keeps its weights only (csigen.disk): weights.pt, in today's schema
+    assert not (out / "checkpoint.pt").exists()
+    assert load_checkpoint(run_weights_file(out))["schema_version"] == SCHEMA_VERSION
     # and the finished run is now reported
     assert run(config, out, progress=False) == result
 
