@@ -72,7 +72,7 @@ from csigen.augment import AugmentParams, SimCLRAugment  # noqa: E402
 from csigen.config import AMP_MODES, VARIANTS, make_config  # noqa: E402
 from csigen.data import load_task  # noqa: E402
 from csigen.losses import csi_loss  # noqa: E402
-from csigen.models import ResNet18, to_signed  # noqa: E402
+from csigen.models import ResNet18, SmallF  # noqa: E402  (SmallF: the CPU stand-in for F)
 from csigen.train import Trainer, resolve_device, resolve_precision  # noqa: E402
 
 FIXTURE = ROOT / "tests" / "fixtures" / "csi_step.json"
@@ -89,28 +89,6 @@ GPU_SIZES = dict(preset="paper", batch_size=128, max_steps=10, gan_every=5, g_ch
                  e_channels=256, max_train=256, max_test=256)
 CPU_SIZES = dict(preset="smoke", batch_size=4, max_steps=4, gan_every=2, g_channels=8, d_channels=8,
                  e_channels=8, max_train=16, max_test=32)
-
-
-class SmallF(nn.Module):
-    """CPU stand-in for F: ResNet-18's interface and heads on two conv-BN-ReLU layers (see the docstring)."""
-
-    def __init__(self, num_shifts: int = 4, simclr_dim: int = 128, width: int = 16):
-        super().__init__()
-        self.trunk = nn.Sequential(
-            nn.Conv2d(3, width // 2, 3, stride=2, padding=1), nn.BatchNorm2d(width // 2), nn.ReLU(),
-            nn.Conv2d(width // 2, width, 3, stride=2, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.simclr_layer = nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, simclr_dim))
-        self.shift_cls_layer = nn.Linear(width, num_shifts)
-
-    def forward(self, x, *, penultimate=False, simclr=False, shift=False):
-        features = self.trunk(to_signed(x))
-        out = {"penultimate": features} if penultimate or not (simclr or shift) else {}
-        if simclr:
-            out["simclr"] = self.simclr_layer(features)
-        if shift:
-            out["shift"] = self.shift_cls_layer(features)
-        return out
 
 
 class SmallFTrainer(Trainer):

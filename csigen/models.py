@@ -53,6 +53,7 @@ __all__ = [
     "Generator",
     "LatentDiscriminator",
     "ResNet18",
+    "SmallF",
     "count_parameters",
     "load_csi_state_dict",
     "to_signed",
@@ -280,6 +281,44 @@ def _xavier(module: nn.Module, gain: float) -> nn.Module:
     if module.bias is not None:
         nn.init.zeros_(module.bias)
     return module
+
+
+class SmallF(nn.Module):
+    """A small stand-in for F with :class:`ResNet18`'s interface and heads, for CPU checks and tests.
+
+    Two stride-2 conv-BatchNorm-ReLU layers (3 -> ``width // 2`` -> ``width``
+    channels), global average pooling, then CSI's heads: ``simclr`` =
+    Linear(width, width) -> ReLU -> Linear(width, ``simclr_dim``) and
+    ``shift`` = Linear(width, ``num_shifts``). ``forward`` takes and returns
+    what :meth:`ResNet18.forward` does: ``x`` (B, 3, H, W) in [0, 1] ->
+    ``{"penultimate": (B, width), "simclr": (B, simclr_dim), "shift": (B, K)}``.
+
+    Not part of any method of the paper: 16-bit convolutions on a CPU are
+    30-50x slower than float32, so the CPU runs of ``bench/gpu_check.py`` and
+    the precision, budget and distributed tests exercise the trainer's own
+    code paths with this F in place of the ResNet-18.
+    """
+
+    def __init__(self, num_shifts: int = 4, simclr_dim: int = 128, width: int = 16, conv_bias: bool = True):
+        super().__init__()
+        self.trunk = nn.Sequential(
+            nn.Conv2d(3, width // 2, 3, stride=2, padding=1, bias=conv_bias), nn.BatchNorm2d(width // 2),
+            nn.ReLU(),
+            nn.Conv2d(width // 2, width, 3, stride=2, padding=1, bias=conv_bias), nn.BatchNorm2d(width),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.simclr_layer = nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, simclr_dim))
+        self.shift_cls_layer = nn.Linear(width, num_shifts)
+
+    def forward(self, x: torch.Tensor, *, penultimate: bool = False, simclr: bool = False,
+                shift: bool = False) -> dict[str, torch.Tensor]:
+        features = self.trunk(to_signed(x))
+        out = {"penultimate": features} if penultimate or not (simclr or shift) else {}
+        if simclr:
+            out["simclr"] = self.simclr_layer(features)
+        if shift:
+            out["shift"] = self.shift_cls_layer(features)
+        return out
 
 
 class _GBlock(nn.Module):

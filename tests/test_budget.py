@@ -29,28 +29,8 @@ from csigen.train import Trainer, run
 SLACK, SLACK_S = 0.25, 2.0
 
 
-class SmallF(nn.Module):
-    """F's interface (``penultimate`` / ``simclr`` / ``shift``) on two convolutions with BatchNorm."""
-
-    def __init__(self, num_shifts: int = 4):
-        super().__init__()
-        self.trunk = nn.Sequential(
-            nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-            nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.simclr_layer = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 32))
-        self.shift_cls_layer = nn.Linear(16, num_shifts)
-
-    def forward(self, x, *, penultimate=False, simclr=False, shift=False):
-        features = self.trunk(models.to_signed(x))
-        out = {"penultimate": features} if penultimate or not (simclr or shift) else {}
-        if simclr:
-            out["simclr"] = self.simclr_layer(features)
-        if shift:
-            out["shift"] = self.shift_cls_layer(features)
-        return out
-
-
+def SmallF(num_shifts=4):  # noqa: N802 - used as a class
+    return models.SmallF(num_shifts=num_shifts, simclr_dim=32)
 @pytest.fixture
 def small_f(monkeypatch):
     """Every Trainer (also the one inside run()) builds SmallF as F; G, D, E, D' as configured."""

@@ -54,32 +54,9 @@ LOSSES_ONLY = {"full-bf16": 2e-3}
 NOISE = 1e-6  # gradients below this are rounding noise around an exact zero (see _assert_equal)
 
 
-class TinyF(nn.Module):
-    """F's interface (``penultimate`` / ``simclr`` / ``shift``) on two conv-BatchNorm-ReLU layers.
-
-    The convolutions have no bias, as ResNet-18's: a bias before BatchNorm has a gradient of zero in
-    exact arithmetic, i.e. of pure rounding noise, which would be compared as such.
-    """
-
-    def __init__(self, num_shifts: int = 4, simclr_dim: int = 32):
-        super().__init__()
-        self.trunk = nn.Sequential(
-            nn.Conv2d(3, 8, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
-            nn.Conv2d(8, 16, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.simclr_layer = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, simclr_dim))
-        self.shift_cls_layer = nn.Linear(16, num_shifts)
-
-    def forward(self, x, *, penultimate=False, simclr=False, shift=False):
-        features = self.trunk(models.to_signed(x))
-        out = {"penultimate": features} if penultimate or not (simclr or shift) else {}
-        if simclr:
-            out["simclr"] = self.simclr_layer(features)
-        if shift:
-            out["shift"] = self.shift_cls_layer(features)
-        return out
-
-
+def TinyF(num_shifts=4, simclr_dim=128):  # noqa: N802 - used as a class
+    # no conv bias: a bias before BatchNorm has an exact-zero gradient, whose rounding noise Adam amplifies
+    return models.SmallF(num_shifts=num_shifts, simclr_dim=simclr_dim, conv_bias=False)
 class SmallTrainer(Trainer):
     def _build_networks(self):
         nets = super()._build_networks()
@@ -290,7 +267,7 @@ def test_one_process_helpers_change_nothing():
     assert distributed.world() == distributed.World()
     assert distributed.process_device(torch.device("cuda", 3)) == torch.device("cuda", 3)
     trainer = SmallTrainer(_config("csi", "off"), None, task=_task(), progress=False)
-    assert isinstance(trainer.nets.F, TinyF) and trainer.world.size == 1
+    assert isinstance(trainer.nets.F, models.SmallF) and trainer.world.size == 1
     assert (trainer.process_batch_size, trainer.gan_batch_size) == (4, None)
 
 

@@ -36,30 +36,8 @@ GAN_SITES = {"csi": [], "csi+g": ["d", "g_adv", "csi_s", "joint"],
              "full": ["d", "g_adv", "csi_s", "ld", "e_adv", "rec", "lrec", "joint"]}
 
 
-class TinyF(nn.Module):
-    """F's interface (``penultimate`` / ``simclr`` / ``shift`` outputs) on two small conv-BN-ReLU layers."""
-
-    last_dim = 16
-
-    def __init__(self, num_shifts: int = 4, simclr_dim: int = 128):
-        super().__init__()
-        self.trunk = nn.Sequential(
-            nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-            nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.simclr_layer = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, simclr_dim))
-        self.shift_cls_layer = nn.Linear(16, num_shifts)
-
-    def forward(self, x, *, penultimate=False, simclr=False, shift=False):
-        features = self.trunk(models.to_signed(x))
-        out = {"penultimate": features} if penultimate or not (simclr or shift) else {}
-        if simclr:
-            out["simclr"] = self.simclr_layer(features)
-        if shift:
-            out["shift"] = self.shift_cls_layer(features)
-        return out
-
-
+def TinyF(num_shifts=4, simclr_dim=128):  # noqa: N802 - used as a class
+    return models.SmallF(num_shifts=num_shifts, simclr_dim=simclr_dim)
 class SmallTrainer(Trainer):
     """The trainer with :class:`TinyF` as F (G, D, E, D' as configured)."""
 
