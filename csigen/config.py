@@ -197,6 +197,17 @@ class TrainConfig:
         if not 0 < self.eval_crop_scale <= 1:
             raise bad("eval_crop_scale", "must be in (0, 1]")
 
+    def planned_steps(self, n_train: int) -> int:
+        """Training steps on ``n_train`` inlier images: ``epochs`` x steps per epoch, at most ``max_steps``.
+
+        A step takes ``min(batch_size, n_train)`` images; an epoch is
+        ``max(1, n_train // that)`` steps (:class:`csigen.train.Trainer`; a time
+        budget replaces this count by its plan).
+        """
+        per_epoch = max(1, n_train // min(self.batch_size, n_train))
+        total = self.epochs * per_epoch
+        return min(total, self.max_steps) if self.max_steps else total
+
     @property
     def uses_generator(self) -> bool:
         return self.variant in ("csi+g", "full")

@@ -248,10 +248,7 @@ def _planned_steps(config) -> tuple[int, str]:
     n_train = _TRAIN_PER_CLASS.get(config.dataset, _UNKNOWN_TRAIN)
     if config.max_train is not None:
         n_train = min(n_train, config.max_train)
-    batch = min(config.batch_size, n_train)
-    steps = config.epochs * max(1, n_train // batch)
-    if config.max_steps:
-        steps = min(steps, config.max_steps)
+    steps = config.planned_steps(n_train)
     how = "epochs x steps per epoch" + (", capped by max_steps" if config.max_steps else "")
     if config.time_budget_min is not None:
         how += " (a time budget decides the real count)"
@@ -288,7 +285,7 @@ def estimate_run_disk(config, *, keep_checkpoint: bool = False) -> RunDisk:
     the JSON files and file overhead.
     """
     sizes = _network_sizes(config)
-    nets = {name: state for name, (state, _) in sizes.items()}
+    nets = network_state_bytes(config)
     weights = sum(nets.values())
     optimizer = sum(_optimizer_copies(config, name) * params for name, (_, params) in sizes.items())
     checkpoint = weights + optimizer

@@ -1102,11 +1102,7 @@ def g_snapshot_every(config, n_train: int, snapshots: int) -> int | None:
         return None
     if int(n_train) < 1:
         raise ValueError(f"n_train must be positive, got {n_train}")
-    per_epoch = max(1, int(n_train) // min(int(config.batch_size), int(n_train)))
-    total = int(config.epochs) * per_epoch
-    if config.max_steps:
-        total = min(total, int(config.max_steps))
-    return max(1, math.ceil(total / snapshots))
+    return max(1, math.ceil(config.planned_steps(int(n_train)) / snapshots))
 
 
 def notebook_weights(folder, *, smoke: bool, verbose: bool = True) -> Path:

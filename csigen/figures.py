@@ -241,14 +241,10 @@ def bootstrap_auroc(scores, is_inlier, n: int = DEFAULT_BOOTSTRAP, rng: np.rando
     """
     rng = rng if rng is not None else np.random.default_rng(0)
     inl = np.asarray(is_inlier, dtype=bool).ravel()
-    idx_in, idx_out = np.flatnonzero(inl), np.flatnonzero(~inl)
     out = []
     for start in range(0, int(n), chunk):
         b = min(chunk, int(n) - start)
-        w = np.zeros((b, inl.shape[0]))
-        w[:, idx_in] = rng.multinomial(idx_in.size, np.full(idx_in.size, 1.0 / idx_in.size), size=b)
-        w[:, idx_out] = rng.multinomial(idx_out.size, np.full(idx_out.size, 1.0 / idx_out.size), size=b)
-        out.append(100.0 * weighted_auroc(scores, inl, w))
+        out.append(100.0 * weighted_auroc(scores, inl, _stratified_weights(inl, b, rng)))
     return np.concatenate(out)
 
 

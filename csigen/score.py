@@ -424,12 +424,17 @@ def csi_score(
         ``(N_test,)`` float32 scores on the device of ``train``'s features.
     """
     _check_pair(test, train)
+    sim = _per_shift_max(test.simclr, _unit(train.simclr), chunk_size)  # (N, K)
+    return _csi_from_similarity(sim, test, train, weights)
+
+
+def _csi_from_similarity(sim: Tensor, test: Features, train: Features,
+                         weights: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    """CSI's score from ``sim`` ``(N_test, K)``, the per-shift max over training images of <z_k(x), u_k(x')>."""
     w_sim, w_shi = csi_weights(train) if weights is None else weights
-    train_unit = _unit(train.simclr)
-    dev = train_unit.device
+    dev = sim.device
     w_sim = torch.as_tensor(w_sim, dtype=torch.float32, device=dev)
     w_shi = torch.as_tensor(w_shi, dtype=torch.float32, device=dev)
-    sim = _per_shift_max(test.simclr, train_unit, chunk_size)  # (N, K)
     idx = torch.arange(test.num_shifts, device=test.shift.device)
     shi = test.shift[:, idx, idx].to(dev, torch.float32)  # (N, K)
     return (sim * w_sim + shi * w_shi).mean(dim=1)
@@ -458,7 +463,14 @@ def all_scores(test: Features, train: Features, *, chunk_size: int = 1024) -> di
     Returns:
         ``{name: (N_test,) float32 scores}`` in the order of :data:`SCORE_NAMES`.
     """
-    return {name: compute_score(name, test, train, chunk_size=chunk_size) for name in SCORE_NAMES}
+    _check_pair(test, train)
+    # the per-shift nearest-neighbour search serves "per_shift" and "csi" alike: run it once
+    sim = _per_shift_max(test.simclr, _unit(train.simclr), chunk_size)  # (N_test, K)
+    scores = {name: nearest_neighbour_score(test, train, neighbour=name, chunk_size=chunk_size)
+              for name in ("shared", "literal")}
+    scores["per_shift"] = sim.sum(dim=1)
+    scores["csi"] = _csi_from_similarity(sim, test, train)
+    return {name: scores[name] for name in SCORE_NAMES}
 
 
 # --------------------------------------------------------------------------- #

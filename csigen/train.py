@@ -333,8 +333,7 @@ class Trainer:
             raise ValueError(f"the inlier class has {n_train} training images; at least 2 are needed")
         self.batch_size = min(config.batch_size, n_train)
         self.steps_per_epoch = max(1, n_train // self.batch_size)
-        total = config.epochs * self.steps_per_epoch
-        self.total_steps = min(total, config.max_steps) if config.max_steps else total
+        self.total_steps = config.planned_steps(n_train)
         # config.time_budget_min: fit() replaces total_steps by the planned count before step 1 (csigen.budget)
         self.budget_plan: dict[str, Any] | None = None
         if config.time_budget_min is None:  # a budget bounds the run's time: no estimate of an unbounded one
@@ -963,9 +962,9 @@ def run(config: TrainConfig, out_dir: str | os.PathLike, *, resume: bool = True,
             require_same_run_config(existing.get("config", {}), config,
                                     f"{str(out)!r} holds a finished run (result.json)")
             return existing
-        if resume and (out / "checkpoint.pt").exists():
+        if resume and (out / CHECKPOINT_FILE).exists():
             saved = (json.loads(config_path.read_text()) if config_path.exists()
-                     else load_checkpoint(out / "checkpoint.pt")["config"])
+                     else load_checkpoint(out / CHECKPOINT_FILE)["config"])
             require_same_run_config(saved, config, f"{str(out)!r} holds an interrupted run (checkpoint.pt)")
         elif resume:
             refuse_to_resume_finished(out)  # weights.pt without result.json: finished, not resumable
@@ -1007,13 +1006,13 @@ def run(config: TrainConfig, out_dir: str | os.PathLike, *, resume: bool = True,
         "wall_seconds_this_session": time.perf_counter() - t0,
         "images_per_second": (trainer.step * trainer.batch_size / trainer.train_seconds
                               if trainer.train_seconds else None),
+        "time_budget": trainer.budget_plan,  # csigen.budget's plan (planned steps, s/step, ...); None: no budget
         "world_size": trainer.world.size,  # processes that trained the run (torchrun), 1 without
         "global_batch": trainer.batch_size,  # images per step, all processes together
         "per_process_batch": trainer.process_batch_size,
         **environment_info(trainer.device),
         "config": config.to_dict(),
     }
-    result["time_budget"] = trainer.budget_plan  # csigen.budget's plan (planned steps, s/step, ...); None: no budget
     atomic_write_json(out / "result.json", result)
     finish_run_files(trainer, out, keep_checkpoint=keep_checkpoint)  # weights.pt; drops the optimiser state
     return result

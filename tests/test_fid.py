@@ -27,16 +27,6 @@ LAYER = "64"
 pytestmark = pytest.mark.filterwarnings("ignore:FID from")  # tiny sets: the bias warning is expected
 
 
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    return fid.make_offline_inception_weights(tmp_path_factory.mktemp("inception") / "random-inception.pth")
-
-
-@pytest.fixture(autouse=True)
-def _no_env_weights(monkeypatch):
-    monkeypatch.delenv(fid.ENV_WEIGHTS, raising=False)
-
-
 def _images(seed: int, high: int = 256, n: int = N) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randint(0, high, (n, 3, 32, 32), generator=g, dtype=torch.uint8)

@@ -42,16 +42,6 @@ def task():
     return load_task("shapes", "circle", max_train=8, max_test=16)
 
 
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    return fid.make_offline_inception_weights(tmp_path_factory.mktemp("inception") / "random-inception.pth")
-
-
-@pytest.fixture(autouse=True)
-def _no_env_weights(monkeypatch):
-    monkeypatch.delenv(fid.ENV_WEIGHTS, raising=False)
-
-
 # ----------------------------------------------------------------------------
 # csigen.fid
 # ----------------------------------------------------------------------------
