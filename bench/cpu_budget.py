@@ -51,6 +51,27 @@ def default_dataset(data_root: str | None) -> str:
     return "cifar10"
 
 
+def parse_overrides(items: list[str]) -> dict:
+    """``["f_width=32", "score=csi"]`` -> ``{"f_width": 32, "score": "csi"}`` (checked against TrainConfig)."""
+    import ast
+    import dataclasses
+
+    from csigen.config import TrainConfig
+
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    out = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or name not in known:
+            raise SystemExit(f"error: --set {item!r}: expected FIELD=VALUE with FIELD a TrainConfig field "
+                             f"(e.g. f_width=32); known fields: {', '.join(sorted(known))}")
+        try:
+            out[name] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            out[name] = text
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data-root", default=None, help="dataset folder (e.g. ../shared/data/cifar10-jpg)")
@@ -65,12 +86,17 @@ def main(argv: list[str] | None = None) -> int:
                     help="score whose AUROC is reported (default: each run's configured score)")
     ap.add_argument("--device", default="cpu", help="cpu (default), auto or cuda[:N]")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="overrides",
+                    help="override a TrainConfig field of the preset, e.g. --set f_width=32 (repeatable; values "
+                         "parsed as Python literals, else kept as strings); use another --out per recipe")
     args = ap.parse_args(argv)
+    overrides = parse_overrides(args.overrides)
 
     dataset = args.dataset or default_dataset(args.data_root)
     classes = args.classes or class_names(dataset, root=args.data_root)
     classes = [int(c) if str(c).isdigit() else c for c in classes]
-    print(f"cpu_budget preset={args.preset} dataset={dataset} classes={len(classes)} variants={','.join(args.variants)} "
+    extra = "".join(f" {k}={v!r}" for k, v in overrides.items())
+    print(f"cpu_budget preset={args.preset}{extra} dataset={dataset} classes={len(classes)} variants={','.join(args.variants)} "
           f"seeds={','.join(map(str, args.seeds))} device={args.device} threads={torch.get_num_threads()} "
           f"out={args.out}", flush=True)
 
@@ -79,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         for variant in args.variants:
             for seed in args.seeds:
                 config = make_config(args.preset, dataset=dataset, inlier=inlier, variant=variant, seed=seed,
-                                     data_root=args.data_root, device=args.device)
+                                     data_root=args.data_root, device=args.device, **overrides)
                 folder = run_dir(args.out, config)
                 existed = (folder / "result.json").exists()
                 r = run(config, folder, resume=True, progress=not args.no_progress)

@@ -185,11 +185,25 @@ class AugmentParams:
         return self.batch_size
 
     def to(self, device) -> AugmentParams:
-        """The same parameters on ``device`` (self if already there)."""
+        """The same parameters on ``device`` (self if already there), moved in one transfer.
+
+        The eight fields are packed into one float32 ``(B, 11)`` tensor (booleans as 0/1,
+        exact), copied once and unpacked on ``device``: one host-to-GPU copy per draw
+        instead of eight, each of which would wait for the GPU's queued work.
+        """
         device = torch.device(device)
-        if all(getattr(self, f.name).device == device for f in fields(self)):
+        values = [getattr(self, f.name) for f in fields(self)]
+        if all(v.device == device for v in values):
             return self
-        return AugmentParams(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+        n = self.batch_size
+        widths = [math.prod(v.shape[1:]) for v in values]
+        packed = torch.cat([v.reshape(n, w).to(torch.float32) for v, w in zip(values, widths)], dim=1).to(device)
+        out, start = {}, 0
+        for f, v, width in zip(fields(self), values, widths):
+            block = packed[:, start:start + width].reshape(v.shape)
+            out[f.name] = block.to(v.dtype) if v.dtype != torch.bool else block > 0.5
+            start += width
+        return AugmentParams(**out)
 
     def __getitem__(self, index) -> AugmentParams:
         """Parameters of a subset of the samples (any index valid on dim 0)."""

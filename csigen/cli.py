@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--slurm-time", type=int, default=24 * 60, metavar="MINUTES",
                    help="slurm: time limit per job (default 1440); a job that reaches it is requeued and resumes "
                         "from its checkpoint")
-    w.add_argument("--slurm-gpus", type=int, default=1, help="slurm: GPUs per job (default 1)")
+    w.add_argument("--slurm-gpus", type=int, default=1, help="slurm: GPUs per job (default 1); K > 1 starts K processes that train the job's run together (DDP)")
     w.add_argument("--slurm-cpus", type=int, default=8, help="slurm: CPU cores per job (default 8)")
     w.add_argument("--slurm-mem-gb", type=float, default=None, help="slurm: memory per job in GB")
     w.add_argument("--slurm-parallel", type=int, default=None, metavar="N",
@@ -226,6 +226,7 @@ def cmd_train(args: argparse.Namespace) -> dict | None:
 
 
 def _train(args: argparse.Namespace, config, world) -> dict | None:
+    from csigen.parallel import locked_run
     from csigen.results import run_dir
     from csigen.train import run
 
@@ -237,8 +238,11 @@ def _train(args: argparse.Namespace, config, world) -> dict | None:
     if world.is_main and not args.force and not finished and (out / "checkpoint.pt").exists():
         print(f"{out} holds an interrupted run (checkpoint.pt): it resumes from there if its configuration "
               "is this one", file=sys.stderr)
-    result = run(config, out, resume=not args.force, progress=not args.no_progress, force=args.force,
-                 keep_checkpoint=args.keep_checkpoint)
+    # one process takes the run folder's lock, as a sweep's workers do, so two commands (or a command and a
+    # sweep) never train the same folder at once; under torchrun the K processes of one run share the folder
+    train = locked_run if not world.active else run
+    result = train(config, out, resume=not args.force, progress=not args.no_progress, force=args.force,
+                   keep_checkpoint=args.keep_checkpoint)
     if not world.is_main:  # torchrun: rank 0 alone reports
         return None
     if finished:

@@ -157,6 +157,15 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
+def broadcast_object(obj: Any) -> Any:
+    """Rank 0's ``obj`` on every process (one process: ``obj``); e.g. rank 0's decision to train a run."""
+    if not world().active:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def barrier() -> None:
     """Wait for every process (no-op for one process)."""
     if world().active:

@@ -133,13 +133,18 @@ class ResNet18(nn.Module):
             Kaiming fan-out init as torchvision/CSI).
         simclr_dim: output size of the SimCLR projection head (128).
         num_shifts: K, the number of shift classes (4 rotations).
+        width: channels of the first stage (64, as CSI and the paper); the four
+            stages have ``width * (1, 2, 4, 8)`` channels and the features
+            ``8 * width``. Narrower networks (``TrainConfig.f_width``) are a
+            CPU-scale departure from the paper: 32 costs about a quarter of the
+            FLOPs of 64.
 
     Both variants normalise the [0, 1] input with ``to_signed`` first (CSI's
     ``NormalizeLayer`` does the same for ImageNet-30) and average-pool the last
     feature map to 1x1 (for 32x32 CIFAR input this is CSI's 4x4 average pool).
 
     Shapes: ``x`` (B, 3, H, W) in [0, 1] ->
-    ``"penultimate"`` (B, 512), ``"simclr"`` (B, simclr_dim), ``"shift"`` (B, K).
+    ``"penultimate"`` (B, 8 * width) = (B, 512), ``"simclr"`` (B, simclr_dim), ``"shift"`` (B, K).
 
     Parameter names follow CSI (``conv1``, ``bn1``, ``layer1..4`` of
     :class:`BasicBlock`, ``simclr_layer`` = Linear-ReLU-Linear,
@@ -148,26 +153,28 @@ class ResNet18(nn.Module):
     are not built here.
     """
 
-    last_dim = 512
-
-    def __init__(self, variant: str = "cifar", simclr_dim: int = 128, num_shifts: int = 4):
+    def __init__(self, variant: str = "cifar", simclr_dim: int = 128, num_shifts: int = 4, width: int = 64):
         super().__init__()
         if variant not in ("cifar", "imagenet"):
             raise ValueError(f"variant must be 'cifar' or 'imagenet', got {variant!r}")
+        if width < 1:
+            raise ValueError(f"width must be a positive number of channels (64 as CSI), got {width!r}")
         self.variant = variant
+        self.width = width
+        self.last_dim = 8 * width
         self.simclr_dim = simclr_dim
         self.num_shifts = num_shifts
 
         if variant == "cifar":
-            self.conv1 = nn.Conv2d(3, 64, 3, stride=1, padding=1, bias=False)
+            self.conv1 = nn.Conv2d(3, width, 3, stride=1, padding=1, bias=False)
             self.maxpool = nn.Identity()
         else:
-            self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
+            self.conv1 = nn.Conv2d(3, width, 7, stride=2, padding=3, bias=False)
             self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        self.bn1 = nn.BatchNorm2d(64)
+        self.bn1 = nn.BatchNorm2d(width)
 
-        widths, strides = (64, 128, 256, 512), (1, 2, 2, 2)
-        in_planes = 64
+        widths, strides = tuple(width * m for m in (1, 2, 4, 8)), (1, 2, 2, 2)
+        in_planes = width
         for i, (planes, stride) in enumerate(zip(widths, strides), start=1):
             setattr(self, f"layer{i}", nn.Sequential(BasicBlock(in_planes, planes, stride),
                                                      BasicBlock(planes, planes, 1)))
@@ -190,7 +197,7 @@ class ResNet18(nn.Module):
                     nn.init.zeros_(m.bias)
 
     def penultimate(self, x: torch.Tensor) -> torch.Tensor:
-        """The trunk: ``(B, 3, H, W)`` in [0, 1] -> ``(B, 512)`` features."""
+        """The trunk: ``(B, 3, H, W)`` in [0, 1] -> ``(B, 8 * width)`` features (512 at width 64)."""
         out = to_signed(x)
         out = self.maxpool(F.relu(self.bn1(self.conv1(out))))
         out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
@@ -206,7 +213,7 @@ class ResNet18(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """Run the trunk once and return only the requested outputs.
 
-        With no flag set, returns ``{"penultimate": (B, 512)}``.
+        With no flag set, returns ``{"penultimate": (B, 8 * width)}``.
         """
         if not (penultimate or simclr or shift):
             penultimate = True

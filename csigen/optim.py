@@ -27,10 +27,10 @@ class LARS(torch.optim.SGD):
     """SGD with layer-wise adaptive rate scaling (torchlars semantics, as in CSI)."""
 
     def __init__(self, params, lr: float = 0.1, momentum: float = 0.9, weight_decay: float = 1e-6,
-                 trust_coef: float = 0.001, eps: float = 1e-8):
+                 trust_coef: float = 0.001, eps: float = 1e-8, fused: bool | None = None):
         if trust_coef <= 0:
             raise ValueError(f"trust_coef must be > 0, got {trust_coef}")
-        super().__init__(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        super().__init__(params, lr=lr, momentum=momentum, weight_decay=weight_decay, fused=fused)
         for group in self.param_groups:
             group.setdefault("trust_coef", trust_coef)
             group.setdefault("eps", eps)
@@ -64,13 +64,24 @@ def warmup_cosine_factor(epoch: float, total_epochs: float, warmup_epochs: float
     return multiplier * (1.0 + math.cos(math.pi * (epoch - warmup_epochs) / total_epochs)) / 2.0
 
 
+def fused_options(device: torch.device | str) -> dict:
+    """Keyword arguments for SGD/LARS/Adam: ``{"fused": True}`` on CUDA, ``{}`` elsewhere.
+
+    Fused optimisers update every parameter in one kernel (instead of several per
+    parameter tensor) on the GPU. On the CPU the default (``foreach``) path is kept:
+    the CPU reference numbers (``tests/fixtures/csi_step.json``) were made with it.
+    """
+    return {"fused": True} if torch.device(device).type == "cuda" else {}
+
+
 def build_f_optimizer(name: str, params, lr: float, momentum: float, weight_decay: float,
-                      trust_coef: float = 0.001) -> torch.optim.Optimizer:
-    """F's optimiser: ``"lars"`` (CSI), ``"sgd"`` or ``"adam"``."""
+                      trust_coef: float = 0.001, fused: bool = False) -> torch.optim.Optimizer:
+    """F's optimiser: ``"lars"`` (CSI), ``"sgd"`` or ``"adam"``; ``fused``: see :func:`fused_options`."""
+    extra = {"fused": True} if fused else {}
     if name == "lars":
-        return LARS(params, lr=lr, momentum=momentum, weight_decay=weight_decay, trust_coef=trust_coef)
+        return LARS(params, lr=lr, momentum=momentum, weight_decay=weight_decay, trust_coef=trust_coef, **extra)
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, **extra)
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, **extra)
     raise ValueError(f"unknown optimiser {name!r}; choose 'lars', 'sgd' or 'adam'")

@@ -749,6 +749,9 @@ class SweepJob:
         except Exception:  # noqa: BLE001 - not inside a submitit job (e.g. called directly): no requeue identity
             job_id = None
         config = TrainConfig.from_dict(config_dict)
+        tasks = _job_tasks()
+        if tasks > 1:  # --slurm-gpus K > 1: K processes (one per GPU) train this one run together
+            return self._one_run_on_tasks(config, job_id)
         [outcome] = run_tasks([config], self.root, device=self.device, sweep_id=self.sweep_id,
                               wait_for_others=False, stale_after=self.stale_after,
                               keep_checkpoint=self.keep_checkpoint,
@@ -756,6 +759,45 @@ class SweepJob:
         if outcome["status"] in ("failed", "lost"):
             raise RuntimeError(f"{outcome['run']}: {outcome['error']}")
         return outcome
+
+    def _one_run_on_tasks(self, config, job_id: str | None) -> dict[str, Any]:
+        """This job's K tasks as one torchrun-style run (:mod:`csigen.distributed`), rank 0 holding the lock.
+
+        submitit's ``TorchDistributedEnvironment`` exports RANK, WORLD_SIZE, MASTER_ADDR/PORT and LOCAL_RANK
+        as torchrun would; rank 0 alone checks the folder and takes its lock, then tells the others whether
+        to train (so all K processes train or none does); the run itself is ``csigen.train.run`` as under
+        ``torchrun --nproc_per_node=K -m csigen train``. Returns rank 0's outcome (the job's result).
+        """
+        from submitit.helpers import TorchDistributedEnvironment
+
+        from csigen import distributed
+        from csigen.results import run_dir
+        from csigen.train import run
+
+        if self.device is not None:
+            config = dataclasses.replace(config, device=self.device)
+        TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
+        w = distributed.init_from_env(config.device)
+        out, lock, decision = run_dir(self.root, config), None, None
+        try:
+            if w.is_main:
+                if (out / "result.json").exists():
+                    decision = "finished"
+                else:
+                    lock = RunLock(out, stale_after=self.stale_after,
+                                   owner_tag=f"submitit:{job_id}" if job_id else None)
+                    decision = "train" if lock.acquire() else "held"
+            decision = distributed.broadcast_object(decision)
+            if decision != "train":
+                return {"run": str(out), "status": decision}
+            result = run(config, out, resume=True, progress=False, keep_checkpoint=self.keep_checkpoint,
+                         callbacks=[_lock_guard(lock)] if lock is not None else [])
+            auroc = (result or {}).get("auroc")  # rank 0 evaluates; the other processes return None
+            return {"run": str(out), "status": "trained", "auroc": auroc, "world_size": w.size, "rank": w.rank}
+        finally:
+            if lock is not None:
+                lock.release()
+            distributed.shutdown()
 
     def checkpoint(self, *args: Any, **kwargs: Any):
         """Requeue this job with the same arguments (submitit's Checkpointable protocol)."""
@@ -765,14 +807,29 @@ class SweepJob:
                                           self.keep_checkpoint), *args, **kwargs)
 
 
+def _job_tasks() -> int:
+    """The number of tasks (processes) of the submitit job this process belongs to (1 outside a job)."""
+    try:
+        import submitit
+
+        return int(submitit.JobEnvironment().num_tasks)
+    except Exception:  # noqa: BLE001 - not inside a submitit job
+        return 1
+
+
 def slurm_parameters(*, timeout_min: int = 24 * 60, gpus_per_job: int = 1, cpus_per_job: int = 8,
                      mem_gb: float | None = None, partition: str | None = None, account: str | None = None,
                      qos: str | None = None, constraint: str | None = None,
                      array_parallelism: int | None = None, setup: Iterable[str] = (),
                      name: str = "csigen-sweep") -> dict[str, Any]:
-    """submitit ``AutoExecutor.update_parameters`` keywords for one run per array job."""
-    params: dict[str, Any] = {"name": name, "timeout_min": int(timeout_min), "nodes": 1, "tasks_per_node": 1,
-                              "gpus_per_node": int(gpus_per_job), "cpus_per_task": int(cpus_per_job)}
+    """submitit ``AutoExecutor.update_parameters`` keywords for one run per array job.
+
+    ``gpus_per_job`` K > 1: K tasks (processes) per job, one per GPU, which train the job's run together
+    (DistributedDataParallel, :meth:`SweepJob._one_run_on_tasks`); ``cpus_per_job`` is split among them.
+    """
+    tasks = max(1, int(gpus_per_job))
+    params: dict[str, Any] = {"name": name, "timeout_min": int(timeout_min), "nodes": 1, "tasks_per_node": tasks,
+                              "gpus_per_node": int(gpus_per_job), "cpus_per_task": max(1, int(cpus_per_job) // tasks)}
     if mem_gb is not None:
         params["mem_gb"] = float(mem_gb)
     for key, value in (("partition", partition), ("account", account), ("qos", qos),
@@ -838,7 +895,7 @@ def wait_for_jobs(jobs: Sequence) -> list[dict[str, Any]]:
     outcomes = []
     for job in jobs:
         try:
-            outcomes.append(job.result())
+            outcomes.append(job.results()[0])  # task 0's (rank 0's) outcome; a job has K tasks with --slurm-gpus K
         except Exception as exc:  # noqa: BLE001 - submitit re-raises the job's error; reported per job
             message = str(exc).strip().splitlines()
             outcomes.append({"job": job.job_id, "status": "failed", "error": message[-1] if message else repr(exc)})

@@ -76,6 +76,50 @@ class NonFiniteLossError(FloatingPointError):
     """A loss or gradient became NaN/inf; the message names which and at which step."""
 
 
+class LossReadout:
+    """The losses and gradient norms of one training step, read to the host in one transfer.
+
+    :meth:`Trainer._update` calls :meth:`add` for every update (no host synchronisation);
+    :meth:`read` then copies every tensor of the step's record and every pending check to the
+    host at once (``torch.stack(...).tolist()``: one synchronisation per step on a GPU instead of
+    one or two per update), raises :class:`NonFiniteLossError` naming the first non-finite loss or
+    gradient norm in update order, and returns the record with plain floats.
+
+    A non-finite value is thus reported after the step's remaining updates ran, not before its own
+    update: the run stops (or rolls back to its last checkpoint) either way, and a checkpoint of
+    non-finite weights is refused (:meth:`Trainer.state_dict`), so nothing written is affected.
+    """
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[str, str, torch.Tensor]] = []
+
+    def add(self, name: str, loss: torch.Tensor, grad_norm: torch.Tensor | None = None) -> None:
+        """Queue the check of update ``name``: its loss (0-dim) and, if given, its gradient norm."""
+        self.pending.append(("loss", name, loss))
+        if grad_norm is not None:
+            self.pending.append(("grad", name, grad_norm))
+
+    def read(self, record: dict[str, Any], step: int) -> dict[str, float]:
+        """``record`` with its tensors as floats, after checking every queued value of step ``step``."""
+        pending, self.pending = self.pending, []
+        keys = [k for k, v in record.items() if torch.is_tensor(v)]
+        tensors = [record[k] for k in keys] + [t for _, _, t in pending]
+        values = torch.stack([t.detach().float().reshape(()) for t in tensors]).tolist() if tensors else []
+        checked = values[len(keys):]
+        for (kind, name, _), value in zip(pending, checked):
+            if math.isfinite(value):
+                continue
+            if kind == "loss":
+                raise NonFiniteLossError(
+                    f"loss {name!r} is {value} at step {step}: training diverged. Lower the learning "
+                    "rates (f_lr, gan_lr), or set on_nonfinite='rollback' to restart from the last "
+                    "checkpoint with halved rates.")
+            raise NonFiniteLossError(
+                f"gradient of loss {name!r} is {value} at step {step} (exploding gradients). "
+                "Lower the learning rates or set on_nonfinite='rollback'.")
+        return {**record, **dict(zip(keys, values[:len(keys)]))}
+
+
 class Callback:
     """Hooks called by :class:`Trainer`; override any of them."""
 
@@ -368,7 +412,7 @@ class Trainer:
         )
 
     def _build(self) -> None:
-        from csigen.optim import build_f_optimizer
+        from csigen.optim import build_f_optimizer, fused_options
 
         c = self.config
         self.precision = _Precision(c.amp, self.device)
@@ -388,17 +432,22 @@ class Trainer:
             if channels_last:
                 net.to(memory_format=torch.channels_last)
         self.nets = self._distribute(nets)  # torchrun: DDP wrappers (one process: nets as they are)
+        fused = fused_options(self.device)  # one kernel per update on CUDA (csigen.optim)
         self.optimizers: dict[str, torch.optim.Optimizer] = {
             "F": build_f_optimizer(c.f_optimizer, nets.F.parameters(), c.f_lr, c.f_momentum,
-                                   c.f_weight_decay, c.lars_trust_coef)
+                                   c.f_weight_decay, c.lars_trust_coef, **fused)
         }
         for name, net in nets.items():
             if name != "F":
-                self.optimizers[name] = torch.optim.Adam(net.parameters(), lr=c.gan_lr, betas=c.gan_betas)
+                self.optimizers[name] = torch.optim.Adam(net.parameters(), lr=c.gan_lr, betas=c.gan_betas, **fused)
+        if c.compile:
+            for _, net in nets.items():
+                net.compile()  # in place: the forward is compiled, parameters and state_dict keys unchanged
         # seeded CPU generators: drawn on the CPU and moved (augment._rand, Generator.sample_latent), so
         # a checkpoint's generator states resume on any device
         self.aug_gen = torch.Generator().manual_seed(c.seed + 1)
         self.z_gen = torch.Generator().manual_seed(c.seed + 2)
+        self.readout = LossReadout()  # the step's losses stay on the device until one read per step
 
     def _distribute(self, nets: _Nets) -> _Nets:
         """Set this process's share of a torchrun run and wrap ``nets`` for it (:mod:`csigen.distributed`).
@@ -428,7 +477,8 @@ class Trainer:
         from csigen import models
 
         c, size = self.config, self.task.image_size
-        F = models.ResNet18(variant="imagenet" if size >= 128 else "cifar", num_shifts=c.num_shifts)
+        F = models.ResNet18(variant="imagenet" if size >= 128 else "cifar", num_shifts=c.num_shifts,
+                             width=c.f_width)
         nets = _Nets(F=F)
         if c.uses_generator:
             nets.G = models.Generator(z_dim=c.z_dim, channels=c.g_channels, image_size=size)
@@ -443,31 +493,28 @@ class Trainer:
         return self.precision.autocast()
 
     # --------------------------------------------------------------- updates
-    def _update(self, name: str, loss: torch.Tensor, opt_names: Iterable[str]) -> float:
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            raise NonFiniteLossError(
-                f"loss {name!r} is {value} at step {self.step}: training diverged. Lower the learning "
-                "rates (f_lr, gan_lr), or set on_nonfinite='rollback' to restart from the last "
-                "checkpoint with halved rates."
-            )
+    def _update(self, name: str, loss: torch.Tensor, opt_names: Iterable[str]) -> torch.Tensor:
+        """One optimiser update of the networks ``opt_names`` on ``loss``; returns the detached loss.
+
+        Nothing here reads a value back to the host (on a GPU that would wait for every queued
+        kernel, some twenty times per ``full`` step): the loss and the gradient norm are handed to
+        ``self.readout``, which :meth:`train_step` reads once per step and which raises
+        :class:`NonFiniteLossError` there, naming the first non-finite loss or gradient of the step.
+        The fp16 loss scaler reads its overflow flag itself (``GradScaler.step``).
+        """
         opts = [self.optimizers[n] for n in opt_names]
         for opt in opts:
             opt.zero_grad(set_to_none=True)
         scaler = self.precision.scaler(name)
         if scaler is None:
             loss.backward()
-            norm = float(self._clip_gradients(opts))
-            if not math.isfinite(norm):
-                raise NonFiniteLossError(
-                    f"gradient of loss {name!r} is {norm} at step {self.step} (exploding gradients). "
-                    "Lower the learning rates or set on_nonfinite='rollback'."
-                )
+            self.readout.add(name, loss.detach(), self._clip_gradients(opts))
             for opt in opts:
                 opt.step()
-            return value
+            return loss.detach()
         # fp16: inf/NaN gradients are overflow of the scaled loss; the scaler skips the step and
         # lowers its scale (the clipping below then sees NaN, which the skipped step ignores)
+        self.readout.add(name, loss.detach())
         scaler.scale(loss).backward()
         for opt in opts:
             scaler.unscale_(opt)
@@ -478,7 +525,7 @@ class Trainer:
                 f"{scaler.get_scale():g} (exploding gradients, not fp16 overflow). Lower the learning rates, "
                 "use amp='bf16' or 'off', or set on_nonfinite='rollback'."
             )
-        return value
+        return loss.detach()
 
     def _clip_gradients(self, opts: Sequence[torch.optim.Optimizer]) -> torch.Tensor:
         """Clip the gradients of ``opts``' parameters to ``max_grad_norm`` (L2); returns their norm."""
@@ -547,10 +594,11 @@ class Trainer:
         with self._autocast():
             out = L.csi_loss(n.F, X, self.augment, second_view=X2, **kw)
         record["csi"] = self._update("csi", out["loss"], ["F"])
-        record["con_si"], record["cls_si"] = float(out["con_si"].detach()), float(out["cls_si"].detach())
+        record["con_si"], record["cls_si"] = out["con_si"].detach(), out["cls_si"].detach()
 
         if c.uses_generator and (self.step + 1) % c.gan_every == 0:
             record.update(self._gan_block(X, kw, X2))
+        record = self.readout.read(record, self.step)  # the step's one host read; raises on NaN/inf
         self.step += 1
         return record
 
@@ -585,7 +633,7 @@ class Trainer:
                 r = L.reconstruction_loss(n.F, X, n.G(n.E(X)), self.augment, lam=c.rec_lambda,
                                           reduction=c.rec_reduction, generator=self.aug_gen)
             rec["rec"] = self._update("rec", r["loss"], ["G", "E"])
-            rec["rec_pixel"], rec["rec_sim"] = float(r["pixel"].detach()), float(r["feature_sim"].detach())
+            rec["rec_pixel"], rec["rec_sim"] = r["pixel"].detach(), r["feature_sim"].detach()
             with self._autocast():
                 with torch.no_grad():
                     g_h = n.G(h)
@@ -651,6 +699,7 @@ class Trainer:
         self.rollbacks = int(state.get("rollbacks", 0))
         self.train_seconds = float(state.get("train_seconds", 0.0))
         self.history = list(state.get("history", []))
+        self.readout.pending.clear()  # checks queued by a step that raised belong to the state left behind
         if state.get("time_budget") is not None:  # a time-budget run keeps its recorded plan (csigen.budget)
             from csigen.budget import apply_plan
 

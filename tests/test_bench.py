@@ -32,3 +32,31 @@ def test_cpu_budget_benchmark_reports_each_class_and_resumes(tmp_path):
     assert (tmp_path / "shapes-stripes-csi-smoke-s0" / "result.json").is_file()
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, check=True).stdout
     assert "(finished earlier)" in again and again.strip().splitlines()[-1] == lines[-1]  # read back, not redone
+
+
+def test_cpu_budget_overrides_fields_and_rejects_unknown_ones(tmp_path):
+    cmd = [sys.executable, str(ROOT / "bench" / "cpu_budget.py"), "--preset", "smoke", "--dataset", "shapes",
+           "--classes", "stripes", "--out", str(tmp_path), "--no-progress", "--set", "f_width=8",
+           "--set", "score=csi", "--set", "max_steps=2"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, check=True).stdout
+    lines = out.strip().splitlines()
+    assert lines[0].startswith("cpu_budget preset=smoke f_width=8 score='csi' max_steps=2 dataset=shapes"), lines[0]
+    assert " score=csi " in lines[1] and " steps=2 " in lines[1], lines[1]
+    bad = subprocess.run(cmd[:-6] + ["--set", "f_widht=8"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert bad.returncode != 0 and "f_widht" in bad.stderr and "f_width" in bad.stderr
+
+
+def test_throughput_benchmark_counts_flops_and_reports_each_variant():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "throughput.py"), "--device", "cpu", "--preset", "smoke",
+         "--cycles", "1", "--variants", "csi", "full"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, check=True,
+    ).stdout.strip().splitlines()
+    assert re.fullmatch(r"throughput device=cpu \(\d+ threads\) preset=smoke batch=4 amp=off compile=False cycles=1 "
+                        r"gan_every=2", out[0]), out[0]
+    # F's FLOPs per real image: ResNet-18 on 4 shifts x 2 views, forward and backward (about 26.7 GFLOP)
+    gflop = float(re.search(r"csi: .* ([0-9.]+) GFLOP per image", out[1]).group(1))
+    assert 20 < gflop < 35, out[1]
+    assert re.fullmatch(r"throughput device=cpu amp=off csi_img_s=[0-9.]+ csi_tflops=[0-9.]+ csi_peak_gb=n/a "
+                        r"full_img_s=[0-9.]+ full_tflops=[0-9.]+ full_peak_gb=n/a full_over_csi_flops=[0-9.]+",
+                        out[-1]), out[-1]

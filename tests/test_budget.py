@@ -34,7 +34,7 @@ def SmallF(num_shifts=4):  # noqa: N802 - used as a class
 @pytest.fixture
 def small_f(monkeypatch):
     """Every Trainer (also the one inside run()) builds SmallF as F; G, D, E, D' as configured."""
-    monkeypatch.setattr(models, "ResNet18", lambda variant="cifar", num_shifts=4: SmallF(num_shifts))
+    monkeypatch.setattr(models, "ResNet18", lambda variant="cifar", num_shifts=4, width=64: SmallF(num_shifts))
 
 
 @pytest.fixture(scope="module")

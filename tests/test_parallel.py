@@ -95,6 +95,26 @@ def test_live_lock_of_another_process_is_respected_and_a_killed_ones_is_taken_ov
         holder.wait()
 
 
+def test_train_command_takes_the_run_lock_and_refuses_a_folder_another_worker_trains(tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["train", "--dataset", "shapes", "--inlier", "circle", "--variant", "csi", "--preset", "smoke",
+            "--max-steps", "1", "--batch-size", "4", "--max-train", "8", "--max-test", "16", "--eval-samples", "1",
+            "--out", str(run), "--no-progress"]
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run)], env=ENV, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert "being trained by another worker" in err and f"pid {holder.pid}" in err
+        assert sorted(p.name for p in run.iterdir()) == [P.LOCK_FILE]  # nothing written beside the lock
+    finally:
+        holder.kill()
+        holder.wait()
+    assert main(args) == 0  # the holder is gone: its lock is taken over at once and the run trains
+    assert (run / "result.json").exists() and not (run / P.LOCK_FILE).exists()
+
+
 def test_lock_of_another_machine_is_stale_only_after_its_heartbeat_timeout(tmp_path):
     run = tmp_path / "run"
     foreign_lock(run, heartbeat_age=5)
@@ -246,6 +266,22 @@ def test_submitit_local_executor_runs_the_job_array_and_submits_only_whats_missi
     assert len(again["jobs"]) == 1  # (DebugExecutor: would run in this process when its result is asked for)
 
 
+@pytest.mark.slow
+def test_a_job_of_two_tasks_trains_one_run_on_two_processes(tmp_path):
+    """--slurm-gpus 2: each array job starts two processes that train its run together (gloo on the CPU)."""
+    configs = [tiny("circle")]
+    report = P.submit_sweep(configs, tmp_path, cluster="local", device="cpu", timeout_min=10, gpus_per_job=2,
+                            cpus_per_job=2, log=lambda m: None)
+    [job] = report["jobs"]
+    [outcome] = P.wait_for_jobs([job])
+    assert outcome["status"] == "trained" and outcome["world_size"] == 2, outcome
+    out = run_dir(tmp_path, configs[0])
+    result = json.loads((out / "result.json").read_text())
+    assert result["world_size"] == 2 and result["global_batch"] == 4 and outcome["auroc"] == result["auroc"]
+    assert not (out / P.LOCK_FILE).exists()
+    assert [r["rank"] for r in job.results()] == [0, 1]  # both tasks trained it
+
+
 def test_cli_submits_a_slurm_job_array_with_the_requested_resources(tmp_path, monkeypatch, capsys):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -272,3 +308,11 @@ def test_cli_submits_a_slurm_job_array_with_the_requested_resources(tmp_path, mo
                  "#SBATCH --cpus-per-task=8", "#SBATCH --mem=32GB", "source venv/bin/activate",
                  "-m submitit.core._submit"):
         assert line in script, script
+
+
+def test_slurm_parameters_of_a_multi_gpu_job_start_one_task_per_gpu():
+    one = P.slurm_parameters(gpus_per_job=1, cpus_per_job=8)
+    assert (one["tasks_per_node"], one["gpus_per_node"], one["cpus_per_task"]) == (1, 1, 8)
+    four = P.slurm_parameters(gpus_per_job=4, cpus_per_job=32, partition="gpu")
+    assert (four["tasks_per_node"], four["gpus_per_node"], four["cpus_per_task"]) == (4, 4, 8)
+    assert four["slurm_partition"] == "gpu" and four["nodes"] == 1

@@ -119,7 +119,7 @@ def test_same_run_config_rules():
     assert same_run_config(old, dataclasses.replace(same, amp="off")) == ["amp"]
     # environment fields never count; everything else does
     env = {"device": "cpu", "data_root": "/elsewhere", "download": False, "checkpoint_every_s": 1.0,
-           "checkpoint_every_steps": None, "g_snapshot_every_steps": 3}
+           "checkpoint_every_steps": None, "g_snapshot_every_steps": 3, "compile": True}
     assert set(env) == set(ENVIRONMENT_FIELDS)
     assert same_run_config(old, dataclasses.replace(same, **env)) == []
     assert same_run_config(old, dataclasses.replace(same, eval_samples=2, max_steps=8)) == ["max_steps",

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The CPU-scale CIFAR-10 reproduction (issues 10 and 12), resumable: re-run it after an interruption
+# and only what is missing trains (bench/cpu_budget.py resumes each run folder).
+#   bash tools/cpu_reproduction.sh [DATA_ROOT] [OUT]
+# DATA_ROOT: CIFAR-10 as ImageFolder (train/, test/), default ../shared/data/cifar10-jpg;
+# OUT: default results/cifar10-cpu. Each stage prints bench/cpu_budget.py's lines to OUT/logs/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+data=${1:-../shared/data/cifar10-jpg}
+out=${2:-results/cifar10-cpu}
+py=${PYTHON:-python}
+mkdir -p "$out/logs"
+stage() {  # stage NAME ARGS...: one bench/cpu_budget.py call, its output appended to OUT/logs/NAME.log
+  local name=$1; shift
+  "$py" bench/cpu_budget.py --data-root "$data" --out "$out" --no-progress "$@" >> "$out/logs/$name.log" 2>&1
+}
+# issue 12's acceptance runs first: automobile and cat, csi and full, three seeds
+stage csi-s0 --classes automobile cat --variants csi --seeds 0
+stage full-s0 --classes automobile cat --variants full --seeds 0
+stage seeds12 --classes automobile cat --variants csi full --seeds 1 2
+# then every class (bench/RESULTS.md's ten-class csi record), and the ablation's third variant
+stage csi-all --variants csi --seeds 0
+stage ablation --variants csi+g full --seeds 0
+stage csig-seeds --classes automobile cat --variants csi+g --seeds 1 2
