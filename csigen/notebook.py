@@ -73,10 +73,10 @@ CPU_INLIER = "automobile"
 #: ``g_snapshot_every_steps`` of the notebooks' ``csi+g`` and ``full`` runs, per preset (:meth:`NotebookSettings.config`;
 #: an override wins): G's weights every k training steps, so notebook 03 shows its samples across training at a
 #: fixed step interval (not per time-based checkpoint, which would tie the number of snapshots to the hardware).
-#: About 2-10 snapshots per run: smoke 4 steps, cpu 80, quick and paper ~8k and ~40k steps on CIFAR-10 (one class).
+#: About 2-10 snapshots per run: smoke 4 steps, cpu 420, quick and paper ~8k and ~40k steps on CIFAR-10 (one class).
 #: A preset missing here gets no snapshots. An environment field (``csigen.config.ENVIRONMENT_FIELDS``): it does
 #: not change which run a folder holds, so runs made before it existed are still loaded.
-G_SNAPSHOT_EVERY_STEPS = {"smoke": 2, "cpu": 10, "quick": 1000, "paper": 4000}
+G_SNAPSHOT_EVERY_STEPS = {"smoke": 2, "cpu": 60, "quick": 1000, "paper": 4000}
 
 
 

@@ -796,7 +796,8 @@ class Trainer:
         stop_at = self.total_steps if stop_after_steps is None else min(
             self.total_steps, self.step + stop_after_steps)
         bar = tqdm(total=self.total_steps, initial=self.step,
-                   disable=not self.progress or not self.world.is_main,  # torchrun: rank 0's bar only
+                   # torchrun: rank 0's bar only; a shown bar leaves `disable` unset so TQDM_DISABLE=1 still hides it
+                   **({} if self.progress and self.world.is_main else {"disable": True}),
                    desc=f"{self.config.variant} {self.task.inlier_name}", dynamic_ncols=True)
         last_save = time.monotonic()
         try:
