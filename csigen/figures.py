@@ -118,27 +118,35 @@ def run_info(run_dir: str | os.PathLike) -> RunInfo:
     r = json.loads(path.read_text())
     date = r.get("finished_at") or datetime.datetime.fromtimestamp(
         path.stat().st_mtime, datetime.timezone.utc).strftime("%Y-%m-%d")
-    return RunInfo(run=str(Path(run_dir)), dataset=r["dataset"],
+    from csigen.results import table_dataset
+
+    return RunInfo(run=str(Path(run_dir)), dataset=table_dataset(r)[0],
                    inlier_name=str(r.get("inlier_name") or r["inlier"]), variant=r["variant"],
                    preset=r["preset"], seed=int(r["seed"]), device=str(r.get("device", "?")),
                    commit=r.get("git_commit"), date=str(date)[:10], steps=r.get("steps"),
                    train_seconds=r.get("train_seconds"))
 
 
-def setting_label(presets, devices) -> str:
-    """How a caption names the setting of some runs: the paper's, CPU scale, smoke, ..."""
+def setting_label(presets, devices, data=()) -> str:
+    """How a caption names the setting of some runs: the paper's, CPU scale, smoke, ...
+
+    ``data``: the runs' data notes (``collect``'s ``data`` column, e.g. "CIFAR-10 (JPEG copy)"); any
+    given are named after the setting.
+    """
+    notes = sorted({str(d) for d in data if isinstance(d, str) and d})
+    suffix = f"; data: {', '.join(notes)}" if notes else ""
     presets, devices = set(presets), {str(d) for d in devices}
     if "smoke" in presets:
         return SMOKE_MARK
     if presets == {"paper"} and devices and all(d.startswith("cuda") for d in devices):
-        return "the paper's setting (preset paper on a GPU)"
+        return "the paper's setting (preset paper on a GPU)" + suffix
     names = []
     for p in sorted(presets):
         if p == "paper":
             names.append("preset paper on a CPU")
         else:
             names.append(_SETTING_NAMES.get(p, f"preset {p}"))
-    return f"{', '.join(names)}: not the paper's setting"
+    return f"{', '.join(names)}: not the paper's setting" + suffix
 
 
 def load_runs(runs_root: str | os.PathLike, *, allow_smoke: bool = False):
@@ -382,7 +390,7 @@ def table1(chosen, boot: Bootstrap):
         stats = cell_statistics(cell, boot)
         rows.append({**r.to_dict(), "runs": stats["runs"], "ci low": stats["ci low"],
                      "ci high": stats["ci high"], "difference": r["ours (measured)"] - r["paper"],
-                     "setting": setting_label(cell["preset"], cell["device"])})
+                     "setting": setting_label(cell["preset"], cell["device"], cell.get("data", ()))})
     columns = ["dataset", "variant", "score", "paper score", "preset", "classes", "seeds", "runs", "coverage",
                "complete", "ours (measured)", "ours (std)", "ci low", "ci high", "paper", "difference",
                "setting"]
@@ -749,7 +757,7 @@ def _write_table1(w: _Writer, chosen, infos, boot: Bootstrap) -> None:
     from csigen.results import paper_number
 
     table, per_class = table1(chosen, boot)
-    label = setting_label(chosen["preset"], chosen["device"])
+    label = setting_label(chosen["preset"], chosen["device"], chosen.get("data", ()))
     w.write("table1.md", _table1_markdown(table, per_class, boot, label))
     w.write("table1.csv", table.to_csv(index=False))
     w.write("table1_per_class.csv", per_class.to_csv(index=False))
@@ -788,7 +796,7 @@ def _write_ablation(w: _Writer, chosen, infos, boot: Bootstrap) -> None:
     w.write("ablation.csv", ablation(chosen, boot).to_csv(index=False))
     groups = list(chosen.groupby(["dataset", "preset"], sort=False))
     (dataset, preset), group = groups[0]
-    label = setting_label(group["preset"], group["device"])
+    label = setting_label(group["preset"], group["device"], group.get("data", ()))
     common = set.intersection(*(set(g["class"]) for _, g in group.groupby("series")))
     means = pd.DataFrame([{"class": "mean", "variant": series, "seed": seed, "auroc": v}
                           for series, cell in group[group["class"].isin(common)].groupby("series", sort=False)
@@ -826,7 +834,7 @@ def _write_fid(w: _Writer, root: Path, allow_smoke: bool) -> None:
     w.write("fid.csv", fids.to_csv(index=False))
     groups = fids.groupby(["dataset", "preset", "reference", "samples", "protocol"], dropna=False, sort=False)
     (dataset, preset, reference, samples, protocol), g = next(iter(groups))
-    label = setting_label(g["preset"], g["device"])
+    label = setting_label(g["preset"], g["device"], g.get("data", ()))
     with plotting.style():
         w.figure("fid.png", plotting.fid_figure(
             g, paper=PAPER_FID if dataset == "cifar10" else None,
@@ -928,7 +936,7 @@ def write_figures(runs_root: str | os.PathLike, out_dir: str | os.PathLike = "fi
     _write_fid(w, root, allow_smoke)
     _write_figure2(w, run2, images, problem, root, seed)
 
-    label = setting_label(chosen["preset"], chosen["device"])
+    label = setting_label(chosen["preset"], chosen["device"], chosen.get("data", ()))
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     command = (f"python -m csigen figures --runs {root} --out {out} --seed {seed} --bootstrap {boot.n}"
                + (" --allow-smoke" if allow_smoke else ""))

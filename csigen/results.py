@@ -96,14 +96,47 @@ def sweep(configs: Iterable, root: str | os.PathLike, *, progress: bool = True,
     return results
 
 
+#: Data set label of runs on a local ImageFolder copy of CIFAR-10 (such as the JPEG copy used offline): they
+#: are tabled as CIFAR-10, beside the paper's CIFAR-10 numbers, and their data is named so in every caption.
+CIFAR10_COPY = "CIFAR-10 (JPEG copy)"
+
+
+def table_dataset(record: dict) -> tuple[str, str | None]:
+    """``(dataset, data note)`` under which a run's ``result.json`` record is tabled.
+
+    A run on ``imagefolder`` whose classes are CIFAR-10's ten, in CIFAR-10's order
+    (``record["class_names"]``; for records written before that field, the
+    classes of the recorded ``data_root`` when that folder is at hand) is tabled
+    as ``"cifar10"`` with the note :data:`CIFAR10_COPY`, so that tables compare it
+    with the paper's CIFAR-10 numbers while saying which data it is. Every other
+    record keeps its dataset, with no note.
+    """
+    from csigen.data import CIFAR10_CLASSES, class_names
+
+    dataset = record["dataset"]
+    if dataset != "imagefolder":
+        return dataset, None
+    names = record.get("class_names")
+    root = (record.get("config") or {}).get("data_root")
+    if names is None and root is not None and Path(root).expanduser().is_dir():
+        try:
+            names = class_names("imagefolder", root=root)
+        except (ValueError, OSError):
+            names = None
+    if names is not None and tuple(names) == tuple(CIFAR10_CLASSES):
+        return "cifar10", CIFAR10_COPY
+    return dataset, None
+
+
 def collect(root: str | os.PathLike):
     """All finished runs under ``root`` as a DataFrame, one row per run *per score*.
 
     Every ``result.json`` below ``root`` is read; unfinished folders (no
     ``result.json``) are skipped. A record with a ``"scores"`` dict (every
     score from one feature pass) gives one row per score; an older record
-    gives one row, for its ``"score"``. Columns: ``run``, ``dataset``,
-    ``inlier``, ``inlier_name``, ``variant``, ``preset``, ``seed``, ``score``,
+    gives one row, for its ``"score"``. Columns: ``run``, ``dataset`` and
+    ``data`` (:func:`table_dataset`: a local CIFAR-10 copy is tabled as
+    ``cifar10`` with ``data`` naming the copy, else ``data`` is None), ``inlier``, ``inlier_name``, ``variant``, ``preset``, ``seed``, ``score``,
     ``auroc`` (percent), ``primary`` (True for the run's configured score, the
     record's top-level ``auroc``), ``seconds``, ``device``, ``schema_version``
     (0 for records written before versions existed).
@@ -115,8 +148,9 @@ def collect(root: str | os.PathLike):
         r = json.loads(path.read_text())
         primary = r.get("score") or (r.get("config") or {}).get("score") or "shared"
         per_score = r.get("scores") or {primary: {"auroc": r["auroc"]}}
+        dataset, data = table_dataset(r)
         base = {
-            "run": str(path.parent), "dataset": r["dataset"], "inlier": r["inlier"],
+            "run": str(path.parent), "dataset": dataset, "data": data, "inlier": r["inlier"],
             "inlier_name": r.get("inlier_name"), "variant": r["variant"], "preset": r["preset"],
             "seed": r["seed"],
         }
@@ -124,7 +158,7 @@ def collect(root: str | os.PathLike):
             rows.append({**base, "score": name, "auroc": 100.0 * s["auroc"], "primary": name == primary,
                          "seconds": r.get("seconds"), "device": r.get("device"),
                          "schema_version": r.get("schema_version", 0)})
-    columns = ["run", "dataset", "inlier", "inlier_name", "variant", "preset", "seed", "score", "auroc",
+    columns = ["run", "dataset", "data", "inlier", "inlier_name", "variant", "preset", "seed", "score", "auroc",
                "primary", "seconds", "device", "schema_version"]
     return pd.DataFrame(rows, columns=columns)
 

@@ -123,6 +123,8 @@ def extract_features(
     hflip: bool | str = "per_shift",
     amp_dtype: torch.dtype | None = None,
     views: Callable[[Tensor, torch.Generator], Tensor] | None = None,
+    fast: bool = True,
+    compile: bool = False,
 ) -> Features:
     """Features of ``images`` under K shifts, averaged over R augmentation draws.
 
@@ -182,12 +184,25 @@ def extract_features(
             ``(B,)`` on the CPU, rows of ``images``, which then give only the
             number and size of the images.  ``augment`` should then have no
             crop of its own (:func:`csigen.augment.no_crop_augment`).
+        fast: True (default): step 4 runs an inference copy of ``model``
+            (:func:`csigen.inference.prepare_inference`): every BatchNorm that
+            follows a convolution folded into it, on the CPU and CUDA
+            channels_last weights and inputs, on the CPU csigen's networks run
+            32 rows at a time; the same features as the plain path to float32
+            rounding (about 3e-7 relative for ResNet-18), about 1.45x faster
+            on the CPU for ResNet-18 (rough probe, 1 thread).  ``model``
+            itself is not touched (not even its mode) whenever a copy is made.
+            False: ``model`` as it is (the plain path).
+        compile: with ``fast``, also ``torch.compile`` the inference copy
+            (Inductor with frozen weights; compiles afresh on every call, about
+            10-15 s on the CPU, so worth it only for long evaluations).
 
     Returns:
         :class:`Features` on the CPU: ``simclr (N, K, D)``, ``shift (N, K, K')``
         (K' = the shift head's width, K for the paper's models), float32.
     """
     from csigen.augment import random_hflip, rotate  # lazy: keep import cheap
+    from csigen.inference import InferenceNet, prepare_inference
 
     if images.dim() != 4:
         raise ValueError(f"images must be (N, 3, H, W), got shape {tuple(images.shape)}")
@@ -204,6 +219,8 @@ def extract_features(
     if amp_dtype is not None and not (isinstance(amp_dtype, torch.dtype) and amp_dtype.is_floating_point):
         raise ValueError(f"amp_dtype must be None (float32) or a floating dtype such as torch.bfloat16, "
                          f"got {amp_dtype!r}")
+    if compile and not fast:
+        raise ValueError("compile=True compiles the fast inference copy: use it with fast=True")
     device = torch.device(device) if device is not None else _model_device(model)
     is_uint8 = images.dtype == torch.uint8
     n = images.shape[0]
@@ -225,8 +242,11 @@ def extract_features(
 
     simclr_out: Tensor | None = None
     shift_out: Tensor | None = None
+    net = (prepare_inference(model, device, compile=compile, call_kwargs={"simclr": True, "shift": True})
+           if fast else InferenceNet(model))
     was_training = model.training
-    model.eval()
+    if not net.is_copy:
+        model.eval()
     try:
         with torch.no_grad():
             for start in range(0, n, batch_size):
@@ -243,7 +263,7 @@ def extract_features(
                         x = _chunk_view(views(rows, g), (b, *images.shape[1:]), device)
                     xr = augment(shifted_copies(x, g), generator=g)
                     with autocast():
-                        out = model(xr, simclr=True, shift=True)
+                        out = net(xr, simclr=True, shift=True)
                     if isinstance(out, tuple):  # CSI-style (logits, aux dict)
                         out = out[1]
                     # shift-major (K*B, .) -> (B, K, .)
@@ -257,7 +277,8 @@ def extract_features(
                 simclr_out[start : start + b] = (sim_sum / num_samples).cpu()
                 shift_out[start : start + b] = (shi_sum / num_samples).cpu()
     finally:
-        model.train(was_training)
+        if not net.is_copy:
+            model.train(was_training)
 
     if simclr_out is None:
         raise ValueError("images is empty")

@@ -1040,6 +1040,7 @@ def run(config: TrainConfig, out_dir: str | os.PathLike, *, resume: bool = True,
         "dataset": config.dataset,
         "inlier": trainer.task.inlier,
         "inlier_name": trainer.task.inlier_name,
+        "class_names": list(trainer.task.class_names),  # names a local copy's data set (csigen.results.table_dataset)
         "variant": config.variant,
         "preset": config.preset,
         "seed": config.seed,

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -60,3 +62,34 @@ def test_throughput_benchmark_counts_flops_and_reports_each_variant():
     assert re.fullmatch(r"throughput device=cpu amp=off csi_img_s=[0-9.]+ csi_tflops=[0-9.]+ csi_peak_gb=n/a "
                         r"full_img_s=[0-9.]+ full_tflops=[0-9.]+ full_peak_gb=n/a full_over_csi_flops=[0-9.]+",
                         out[-1]), out[-1]
+
+
+SCORING_TINY = ["--repeats", "1", "--samples", "1", "--images", "3", "--batch-size", "2", "--n-test", "20",
+                "--n-train", "10", "--threads", "1"]
+
+
+def test_scoring_benchmark_reports_ours_alone():
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "scoring.py"), *SCORING_TINY],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600, check=True).stdout.strip().splitlines()
+    assert out[0].startswith("device cpu (1 threads)") and "3 random images x R=1 x 4 rotations = 12" in out[0]
+    assert any(re.fullmatch(r"eval_features ours img/s fastest/median/slowest [0-9.]+ / [0-9.]+ / [0-9.]+", line)
+               for line in out), out
+    assert re.fullmatch(r"scoring csi_score ours_s=[0-9.]+", out[-2]), out[-2]
+    assert re.fullmatch(r"eval_features ours_img_s=[0-9.]+", out[-1]), out[-1]
+
+
+def test_scoring_benchmark_against_the_official_code():
+    csi_root = Path("/tmp/csi")
+    if not (csi_root / "evals" / "ood_pre.py").is_file():
+        pytest.skip("the official CSI code (github.com/alinlab/CSI) is not extracted at /tmp/csi")
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "scoring.py"), *SCORING_TINY,
+                          "--reference", str(csi_root), "--data", "shapes"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600, check=True).stdout.strip().splitlines()
+    check = next(line for line in out if line.startswith("check csi_score"))
+    assert re.fullmatch(r"check csi_score vs reference get_scores: max \|difference\| / max \|score\| = \S+ "
+                        r"\(tolerance 1e-04, 20 test images\): ok", check), check
+    assert float(check.split("= ")[1].split()[0]) < 1e-4
+    assert re.fullmatch(r"eval_features ratio \(ours img/s / reference img/s\): fastest [0-9.]+, medians [0-9.]+, "
+                        r"slowest [0-9.]+", out[-3]), out[-3]
+    assert re.fullmatch(r"scoring csi_score ours_s=[0-9.]+ reference_s=[0-9.]+ ratio=[0-9.]+", out[-2]), out[-2]
+    assert re.fullmatch(r"eval_features ours_img_s=[0-9.]+ reference_img_s=[0-9.]+ ratio=[0-9.]+", out[-1]), out[-1]

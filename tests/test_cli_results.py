@@ -210,7 +210,7 @@ def test_collect_one_row_per_run_and_score_and_reads_old_records(tmp_path):
     old.mkdir()
     shutil.copy(FIXTURES / "run_v0" / "result.json", old / "result.json")  # first format: no "scores"
     runs = collect(tmp_path)
-    assert list(runs.columns) == ["run", "dataset", "inlier", "inlier_name", "variant", "preset", "seed", "score",
+    assert list(runs.columns) == ["run", "dataset", "data", "inlier", "inlier_name", "variant", "preset", "seed", "score",
                                   "auroc", "primary", "seconds", "device", "schema_version"]
     new = runs[runs["dataset"] == "cifar10"].set_index("score")
     assert list(new.index) == list(SCORE_NAMES)
@@ -276,3 +276,22 @@ def test_compare_with_paper_seeds_over_different_classes_and_duplicates(tmp_path
     # shapes has no fixed class count here: the classes found for the dataset (0, 1, 2)
     assert csi["coverage"] == "2 of 3 classes" and not csi["complete"]
     assert table.loc["full", "coverage"] == "1 of 3 classes" and pd.isna(table.loc["full", "paper"])
+
+
+def test_a_local_cifar10_copy_is_tabled_as_cifar10_and_named_as_a_copy(tmp_path):
+    from csigen.data import CIFAR10_CLASSES
+    from csigen.results import CIFAR10_COPY, table_dataset
+
+    assert table_dataset({"dataset": "cifar10"}) == ("cifar10", None)
+    assert table_dataset({"dataset": "imagefolder", "class_names": list(CIFAR10_CLASSES)}) == ("cifar10", CIFAR10_COPY)
+    assert table_dataset({"dataset": "imagefolder", "class_names": ["a", "b"]}) == ("imagefolder", None)
+    reordered = list(CIFAR10_CLASSES[1:]) + [CIFAR10_CLASSES[0]]
+    assert table_dataset({"dataset": "imagefolder", "class_names": reordered}) == ("imagefolder", None)
+    # a record written before "class_names": the classes of its data_root, when that folder is at hand
+    for split in ("train", "test"):
+        for name in CIFAR10_CLASSES:
+            (tmp_path / "copy" / split / name).mkdir(parents=True)
+    old = {"dataset": "imagefolder", "config": {"data_root": str(tmp_path / "copy")}}
+    assert table_dataset(old) == ("cifar10", CIFAR10_COPY)
+    assert table_dataset({"dataset": "imagefolder", "config": {"data_root": str(tmp_path / "gone")}}) == (
+        "imagefolder", None)
