@@ -38,8 +38,8 @@ The last line reads::
 
 or, without ``--reference``, ``csi_step ours_img_s=<x>``.
 
-    python bench/train_step.py [--batch-size 32] [--steps 3] [--device cpu]
-        [--threads N] [--optimizer sgd|lars] [--reference /tmp/csi]
+    python bench/train_step.py [--batch-size 32] [--steps 5] [--device cpu]
+        [--threads N] [--optimizer sgd|lars] [--reference /tmp/csi] [--channels-last] [--compile]
 """
 
 from __future__ import annotations
@@ -74,10 +74,16 @@ def _sync(device: torch.device) -> None:
 class OursStep:
     """csigen's step: csi_loss + backward + optimiser step."""
 
-    def __init__(self, images: torch.Tensor, optimizer: str, seed: int):
+    def __init__(self, images: torch.Tensor, optimizer: str, seed: int, channels_last: bool = False,
+                 compile: bool = False):
         self.device = images.device
         torch.manual_seed(seed)
         self.model = ResNet18(num_shifts=NUM_SHIFTS).to(self.device).train()
+        if channels_last:  # NHWC weights and inputs (csigen does this on CUDA: TrainConfig.channels_last)
+            self.model = self.model.to(memory_format=torch.channels_last)
+            images = images.contiguous(memory_format=torch.channels_last)
+        if compile:  # TrainConfig.compile: nn.Module.compile() in place
+            self.model.compile()
         self.augment = SimCLRAugment()
         self.optimizer = build_f_optimizer(optimizer, self.model.parameters(), lr=LR, momentum=MOMENTUM,
                                            weight_decay=WEIGHT_DECAY)
@@ -176,7 +182,7 @@ def timed(step, device: torch.device) -> float:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch-size", type=int, default=32, help="images per step before shifts/views (32)")
-    parser.add_argument("--steps", type=int, default=3, help="timed steps of each (after 1 warm-up step)")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps of each, interleaved (after the warm-up)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed warm-up steps of each")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
@@ -184,6 +190,8 @@ def main(argv=None) -> None:
                         help="ours: SGD (momentum 0.9) or LARS over it; --reference needs sgd")
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--channels-last", action="store_true", help="ours: channels_last model and images")
+    parser.add_argument("--compile", action="store_true", help="ours: torch.compile the model (nn.Module.compile)")
     parser.add_argument("--reference", type=Path, default=None, metavar="CSI_ROOT",
                         help="also time the official CSI step (an extracted alinlab/CSI checkout)")
     args = parser.parse_args(argv)
@@ -196,7 +204,7 @@ def main(argv=None) -> None:
     images = torch.rand(args.batch_size, 3, args.image_size, args.image_size,
                         generator=torch.Generator().manual_seed(args.seed)).to(device)
     per_step = args.batch_size * NUM_SHIFTS * 2
-    ours = OursStep(images, args.optimizer, args.seed)
+    ours = OursStep(images, args.optimizer, args.seed, channels_last=args.channels_last, compile=args.compile)
     steps = {"ours": ours}
     if args.reference is not None:
         csi = import_csi(args.reference.resolve())
@@ -205,7 +213,8 @@ def main(argv=None) -> None:
     print(f"device {device} ({torch.get_num_threads()} threads), torch {torch.__version__}, "
           f"batch {args.batch_size} x {NUM_SHIFTS} rotations x 2 views = {per_step} images/step, "
           f"optimizer {args.optimizer} (lr {LR}, momentum {MOMENTUM}, weight decay {WEIGHT_DECAY})"
-          + (", reference CSI step: SGD, same settings" if "reference" in steps else ""), flush=True)
+          + (", reference CSI step: SGD, same settings" if "reference" in steps else "")
+          + f"; ours: channels_last={args.channels_last} compile={args.compile}", flush=True)
     times: dict[str, list[float]] = {name: [] for name in steps}
     names = list(steps)
     for i in range(args.warmup + args.steps):
@@ -220,7 +229,10 @@ def main(argv=None) -> None:
               f"fastest {min(ts):.3f} s/step ({per_step / min(ts):.1f} img/s) over {len(ts)} steps")
     if "reference" in times:
         med = {name: statistics.median(ts) for name, ts in times.items()}
-        print(f"ratio of medians (ours img/s / reference img/s) {med['reference'] / med['ours']:.3f}")
+        pairs = sorted(r / o for o, r in zip(times["ours"], times["reference"]))  # repeat i of each
+        print(f"ratio of medians (ours img/s / reference img/s) {med['reference'] / med['ours']:.3f}; "
+              f"spread of the {len(pairs)} paired repeats: min {pairs[0]:.3f}, median "
+              f"{statistics.median(pairs):.3f}, max {pairs[-1]:.3f}")
     rate = {name: per_step / min(ts) for name, ts in times.items()}
     if "reference" in rate:
         print(f"csi_step ours_img_s={rate['ours']:.1f} reference_img_s={rate['reference']:.1f} "

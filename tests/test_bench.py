@@ -93,3 +93,20 @@ def test_scoring_benchmark_against_the_official_code():
                         r"slowest [0-9.]+", out[-3]), out[-3]
     assert re.fullmatch(r"scoring csi_score ours_s=[0-9.]+ reference_s=[0-9.]+ ratio=[0-9.]+", out[-2]), out[-2]
     assert re.fullmatch(r"eval_features ours_img_s=[0-9.]+ reference_img_s=[0-9.]+ ratio=[0-9.]+", out[-1]), out[-1]
+
+
+@pytest.mark.parametrize("levers", [[], ["--channels-last"]])
+def test_train_step_benchmark_reports_its_line(levers):
+    cmd = [sys.executable, str(ROOT / "bench" / "train_step.py"), "--batch-size", "2", "--steps", "1", "--warmup",
+           "0", "--device", "cpu", *levers]
+    reference = Path("/tmp/csi")
+    if reference.is_dir():  # the official code, when a copy is at hand (never part of this repository)
+        cmd += ["--reference", str(reference)]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, check=True).stdout
+    lines = out.strip().splitlines()
+    assert f"channels_last={bool(levers)} compile=False" in lines[0], lines[0]
+    pattern = (r"csi_step ours_img_s=[0-9.]+ reference_img_s=[0-9.]+ ratio=[0-9.]+" if reference.is_dir()
+               else r"csi_step ours_img_s=[0-9.]+")
+    assert re.fullmatch(pattern, lines[-1]), lines[-1]
+    if reference.is_dir():
+        assert "spread of the 1 paired repeats: min" in lines[-2], lines[-2]
