@@ -155,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     fg.add_argument("--allow-smoke", action="store_true",
                     help="draw smoke-preset runs too, every caption and title marked 'meaningless, smoke'")
     fg.add_argument("--device", default="cpu", help="where Figure 2's networks run (default cpu)")
+    fg.add_argument("--score", default=None, choices=SCORES,
+                    help="one score for every variant (a like-for-like comparison, e.g. csi for cpu-preset runs, "
+                         "which report CSI's score); default: each variant under the score behind the paper's number")
 
     fd = sub.add_parser("fid", help="FID of a csi+g or full run's generator (torch-fidelity), stored in the run",
                         description="Measure G of --run DIR under csigen.fid's protocol (csigen-fid-1: G in eval "
@@ -353,7 +356,8 @@ def cmd_figures(args: argparse.Namespace) -> dict:
     from csigen.figures import write_figures
 
     written = write_figures(args.runs, args.out, figure2_run=args.figure2_run, seed=args.seed,
-                            n_bootstrap=args.bootstrap, allow_smoke=args.allow_smoke, device=args.device)
+                            n_bootstrap=args.bootstrap, allow_smoke=args.allow_smoke, device=args.device,
+                            score=args.score)
     print(f"wrote {len(written)} files into {args.out}; captions and provenance in "
           f"{Path(args.out) / 'README.md'}", file=sys.stderr)
     return {"out": str(args.out), "written": {name: str(path) for name, path in written.items()}}

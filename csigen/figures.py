@@ -708,16 +708,24 @@ class _Writer:
         self.write(name, _png(fig))
 
 
-def _table1_markdown(table, per_class, boot: Bootstrap, label: str) -> str:
+def _score_text(score: str | None) -> str:
+    """How captions name the score of the tables: the paper's per variant, or one score for every variant."""
+    if score is None:
+        return ("the one behind the paper's number (CSI's score for `csi`, Eq. 11 `shared` for `csi+g` and "
+                "`full`); † marks runs that stored only another score")
+    return (f"`{score}` for every variant, a like-for-like comparison (the paper's numbers use CSI's score for "
+            "`csi` and Eq. 11 `shared` for `csi+g` and `full`: † marks cells under another score than the "
+            "paper's)")
+
+
+def _table1_markdown(table, per_class, boot: Bootstrap, label: str, score: str | None = None) -> str:
     import pandas as pd
 
     level = f"{round(100 * boot.confidence)}%"
     intro = (f"Setting: {label}. Each cell: the mean over inlier classes of one-class AUROC, averaged over "
              f"seeds; std over seeds (population; – for one seed); {level} bootstrap interval over the test "
-             f"images ({boot.n} resamples per run, seed {boot.seed}). Scores: the one behind the paper's "
-             "number (CSI's score for `csi`, Eq. 11 `shared` for `csi+g` and `full`); † marks runs that "
-             "stored only another score. A mean over fewer classes than the dataset has is not comparable "
-             "with the paper's.\n")
+             f"images ({boot.n} resamples per run, seed {boot.seed}). Scores: {_score_text(score)}. A mean "
+             "over fewer classes than the dataset has is not comparable with the paper's.\n")
     md = [f"# {_with_mark('Table 1: one-class AUROC (%), ours beside the paper', label)}\n", intro]
     shown = pd.DataFrame({
         "dataset": table["dataset"], "variant": table["variant"],
@@ -750,7 +758,7 @@ def _table1_markdown(table, per_class, boot: Bootstrap, label: str) -> str:
     return "\n".join(md)
 
 
-def _write_table1(w: _Writer, chosen, infos, boot: Bootstrap) -> None:
+def _write_table1(w: _Writer, chosen, infos, boot: Bootstrap, score: str | None = None) -> None:
     import pandas as pd
 
     from csigen import plotting
@@ -758,7 +766,7 @@ def _write_table1(w: _Writer, chosen, infos, boot: Bootstrap) -> None:
 
     table, per_class = table1(chosen, boot)
     label = setting_label(chosen["preset"], chosen["device"], chosen.get("data", ()))
-    w.write("table1.md", _table1_markdown(table, per_class, boot, label))
+    w.write("table1.md", _table1_markdown(table, per_class, boot, label, score))
     w.write("table1.csv", table.to_csv(index=False))
     w.write("table1_per_class.csv", per_class.to_csv(index=False))
     seed_means = pd.DataFrame([
@@ -776,8 +784,9 @@ def _write_table1(w: _Writer, chosen, infos, boot: Bootstrap) -> None:
             title=f"Table 1: one-class AUROC (%), ours (mean ± std over seeds) vs paper (black) — {label}"))
     level = f"{round(100 * boot.confidence)}%"
     w.captions["table1.md, table1.csv, table1_per_class.csv, table1.png"] = _with_mark(
-        "Table 1 of the paper regenerated: mean one-class AUROC (%) per dataset and variant under the "
-        f"paper's score, std over seeds, {level} bootstrap interval over the test images, classes and seeds "
+        "Table 1 of the paper regenerated: mean one-class AUROC (%) per dataset and variant under "
+        f"{'the paper' + chr(39) + 's score' if score is None else 'score `' + score + '` for every variant'}, "
+        "std over seeds, {level} bootstrap interval over the test images, classes and seeds "
         "per cell, the paper's numbers and ours − paper; per inlier class with CSI's published per-class "
         "numbers (CIFAR-10). The figure shows each seed (dots), the mean ± std over seeds, and the paper's "
         "numbers as black bars; where the seeds cover different classes a mean is one point, the table's "
@@ -882,7 +891,7 @@ def write_figures(runs_root: str | os.PathLike, out_dir: str | os.PathLike = "fi
                   figure2_run: str | os.PathLike | None = None, seed: int = 0,
                   n_bootstrap: int = DEFAULT_BOOTSTRAP, confidence: float = CONFIDENCE,
                   allow_smoke: bool = False, figure2_images_per_row: int = 8,
-                  device: str = "cpu") -> dict[str, Path]:
+                  device: str = "cpu", score: str | None = None) -> dict[str, Path]:
     """Write every table and figure the runs under ``runs_root`` allow into ``out_dir``.
 
     Args:
@@ -897,6 +906,9 @@ def write_figures(runs_root: str | os.PathLike, out_dir: str | os.PathLike = "fi
             instead of refusing them with :class:`SmokeRunsError`.
         figure2_images_per_row: images per row of Figure 2.
         device: where Figure 2's networks run.
+        score: None (default): each variant under the score behind the paper's number
+            (:func:`paper_score_rows`); a score's name (e.g. ``"csi"``, ``"shared"``): that score for
+            every variant (:func:`score_rows`), e.g. for CPU-scale runs, whose preset reports CSI's score.
     Returns:
         ``{file name: path}`` of every file written, ``README.md`` last.
     """
@@ -905,7 +917,7 @@ def write_figures(runs_root: str | os.PathLike, out_dir: str | os.PathLike = "fi
 
     root, out = Path(runs_root), Path(out_dir)
     runs = load_runs(root, allow_smoke=allow_smoke)
-    chosen = paper_score_rows(runs)
+    chosen = score_rows(runs, score)
     boot = Bootstrap(n_bootstrap, seed, confidence)
     # Figure 2 needs a checkpoint and the run's data: it is checked and computed first, so that a bad
     # --figure2-run writes nothing. A run chosen by default that cannot be loaded is reported instead.
@@ -931,7 +943,7 @@ def write_figures(runs_root: str | os.PathLike, out_dir: str | os.PathLike = "fi
     out.mkdir(parents=True, exist_ok=True)
     w = _Writer(out)
     infos = {r: run_info(r) for r in dict.fromkeys(chosen["run"])}
-    _write_table1(w, chosen, infos, boot)
+    _write_table1(w, chosen, infos, boot, score)
     _write_ablation(w, chosen, infos, boot)
     _write_fid(w, root, allow_smoke)
     _write_figure2(w, run2, images, problem, root, seed)
@@ -939,7 +951,7 @@ def write_figures(runs_root: str | os.PathLike, out_dir: str | os.PathLike = "fi
     label = setting_label(chosen["preset"], chosen["device"], chosen.get("data", ()))
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     command = (f"python -m csigen figures --runs {root} --out {out} --seed {seed} --bootstrap {boot.n}"
-               + (" --allow-smoke" if allow_smoke else ""))
+               + (f" --score {score}" if score is not None else "") + (" --allow-smoke" if allow_smoke else ""))
     readme = [f"# {_with_mark('Tables and figures regenerated from runs', label)}\n",
               (f"Written by `{command}` on {now}, csigen commit {git_commit() or 'unknown'}, from "
                f"{_plural(len(infos), 'finished run')}. Setting: {label}.\n")]

@@ -229,6 +229,18 @@ def test_figures_command_writes_every_table_and_figure(sweep, tmp_path, capsys):
     assert "FID protocol's mode" in readme and "256 prior samples" in readme  # G as csigen.fid evaluates it
 
 
+def test_figures_with_one_score_for_every_variant(sweep, tmp_path, capsys):
+    root, _ = sweep
+    out = tmp_path / "figures"
+    assert main(["figures", "--runs", str(root), "--out", str(out), "--bootstrap", "20", "--score", "shared"]) == 0
+    t1 = pd.read_csv(out / "table1.csv")
+    assert list(t1["variant"]) == list(VARIANTS) and set(t1["score"]) == {"shared"}
+    assert list(t1["paper score"]) == [PAPER_SCORE[v] == "shared" for v in VARIANTS]  # csi's paper number: CSI's score
+    md, readme = (out / "table1.md").read_text(), (out / "README.md").read_text()
+    assert "`shared` for every variant, a like-for-like comparison" in md and "| shared † |" in md
+    assert "--score shared" in readme and "score `shared` for every variant" in readme
+
+
 def test_figure2_draws_real_images_above_reconstructions(genuine_run):
     images = figures.figure2_images(genuine_run, n=3, seed=0)
     assert images["inliers"].shape == images["inlier_recon"].shape == (3, 3, 32, 32)
