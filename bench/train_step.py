@@ -6,6 +6,9 @@ cross-entropy -> backward -> optimiser step.  Images per second count the
 ``batch * 4 * 2`` views F sees per step (256 at the default batch of 32).
 
 * ours: ``csigen.losses.csi_loss(model, x, SimCLRAugment(), generator=g)``
+  with model and images in channels_last layout, as csigen's Trainer runs
+  them on the CPU and CUDA (``TrainConfig.channels_last``;
+  ``--no-channels-last``: NCHW, as CSI)
   with ``csigen.models.ResNet18`` and ``csigen.optim.build_f_optimizer``
   (``--optimizer sgd``: SGD lr 0.1, momentum 0.9, weight decay 1e-6, as CSI's
   ``--optimizer sgd``; ``--optimizer lars``: csigen's LARS over the same SGD,
@@ -39,7 +42,7 @@ The last line reads::
 or, without ``--reference``, ``csi_step ours_img_s=<x>``.
 
     python bench/train_step.py [--batch-size 32] [--steps 5] [--device cpu]
-        [--threads N] [--optimizer sgd|lars] [--reference /tmp/csi] [--channels-last] [--compile]
+        [--threads N] [--optimizer sgd|lars] [--reference /tmp/csi] [--no-channels-last] [--compile]
 """
 
 from __future__ import annotations
@@ -79,7 +82,7 @@ class OursStep:
         self.device = images.device
         torch.manual_seed(seed)
         self.model = ResNet18(num_shifts=NUM_SHIFTS).to(self.device).train()
-        if channels_last:  # NHWC weights and inputs (csigen does this on CUDA: TrainConfig.channels_last)
+        if channels_last:  # NHWC weights and inputs, as csigen's Trainer (TrainConfig.channels_last)
             self.model = self.model.to(memory_format=torch.channels_last)
             images = images.contiguous(memory_format=torch.channels_last)
         if compile:  # TrainConfig.compile: nn.Module.compile() in place
@@ -190,7 +193,9 @@ def main(argv=None) -> None:
                         help="ours: SGD (momentum 0.9) or LARS over it; --reference needs sgd")
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--channels-last", action="store_true", help="ours: channels_last model and images")
+    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
+                        help="ours: channels_last model and images, as csigen trains (TrainConfig.channels_last, "
+                             "on the CPU and CUDA); --no-channels-last: contiguous NCHW, as CSI")
     parser.add_argument("--compile", action="store_true", help="ours: torch.compile the model (nn.Module.compile)")
     parser.add_argument("--reference", type=Path, default=None, metavar="CSI_ROOT",
                         help="also time the official CSI step (an extracted alinlab/CSI checkout)")

@@ -69,6 +69,10 @@ __all__ = ["Callback", "NonFiniteLossError", "Trainer", "run", "load_result", "r
 #: variant relative to csi (preset cpu on CIFAR-10, 2026-11-29: 5.1 s per step of 16 images for csi,
 #: 8.2 for csi+g, 8.4 for full; bench/gan_overhead.py); used only for the GPU-preset-on-CPU warning.
 CPU_SECONDS_PER_32_IMAGES = 10.0
+#: Devices where ``TrainConfig.channels_last`` puts the networks and batches in NHWC layout: cuDNN on CUDA and
+#: oneDNN on the CPU run convolutions fastest in it (bench/train_step.py on an idle 2-core CPU, 2026-11-29:
+#: csigen's CSI step 1.31x the official step with it, 1.00-1.04x without; bench/RESULTS.md).
+CHANNELS_LAST_DEVICES = ("cuda", "cpu")
 GAN_OVERHEAD = {"csi": 1.0, "csi+g": 1.6, "full": 1.65}
 
 
@@ -426,7 +430,7 @@ class Trainer:
             torch.use_deterministic_algorithms(True, warn_only=True)
         torch.manual_seed(c.seed)
         nets = self._build_networks()
-        channels_last = c.channels_last and self.device.type == "cuda"
+        channels_last = c.channels_last and self.device.type in CHANNELS_LAST_DEVICES
         for _, net in nets.items():
             net.to(self.device)
             if channels_last:
@@ -575,7 +579,7 @@ class Trainer:
                                          views=2).chunk(2)
         else:
             x = to_float(self.train_images[self._perm[rows]], device=self.device)
-        if self.config.channels_last and self.device.type == "cuda":
+        if self.config.channels_last and self.device.type in CHANNELS_LAST_DEVICES:
             x = x.contiguous(memory_format=torch.channels_last)
             x2 = x2.contiguous(memory_format=torch.channels_last) if x2 is not None else None
         return x, x2
