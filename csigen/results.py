@@ -57,6 +57,15 @@ def paper_number(dataset: str, variant: str) -> float | None:
     return PAPER_TABLE1.get(dataset, {}).get(column) if column else None
 
 
+def auroc_of(result: dict, score: str) -> float:
+    """A run record's AUROC (fraction) under ``score``: from its ``"scores"``, or its top-level ``"auroc"``
+    when that is the score it reported; NaN when the record did not store that score (older records)."""
+    stored = (result.get("scores") or {}).get(score)
+    if stored is not None:
+        return float(stored["auroc"])
+    return float(result["auroc"]) if result.get("score") == score else float("nan")
+
+
 def run_dir(root: str | os.PathLike, config) -> Path:
     """The canonical folder of a run: ``root/<dataset>-<inlier>-<variant>-<preset>-s<seed>``."""
     inlier = str(config.inlier).replace(os.sep, "_")

@@ -295,3 +295,14 @@ def test_a_local_cifar10_copy_is_tabled_as_cifar10_and_named_as_a_copy(tmp_path)
     assert table_dataset(old) == ("cifar10", CIFAR10_COPY)
     assert table_dataset({"dataset": "imagefolder", "config": {"data_root": str(tmp_path / "gone")}}) == (
         "imagefolder", None)
+
+
+def test_auroc_of_reads_any_stored_score_and_is_nan_for_a_missing_one():
+    import math
+
+    from csigen.results import auroc_of
+
+    record = {"auroc": 0.7, "score": "csi", "scores": {"csi": {"auroc": 0.7}, "shared": {"auroc": 0.5}}}
+    assert auroc_of(record, "shared") == 0.5 and auroc_of(record, "csi") == 0.7
+    old = {"auroc": 0.6, "score": "shared"}  # a record from before "scores"
+    assert auroc_of(old, "shared") == 0.6 and math.isnan(auroc_of(old, "csi"))

@@ -67,7 +67,10 @@ class SmallTrainer(Trainer):
 def _config(variant: str, amp: str, **kw):
     base = dict(dataset="shapes", inlier="circle", variant=variant, amp=amp, device="cpu", epochs=10,
                 max_steps=4, batch_size=4, gan_every=1, max_train=16, max_test=32, eval_samples=1,
-                g_channels=8, d_channels=8, e_channels=8, z_dim=16, checkpoint_every_steps=None)
+                g_channels=8, d_channels=8, e_channels=8, z_dim=16, checkpoint_every_steps=None,
+                # NCHW: the 1e-5 equality compares convolutions over B and B/2 rows, whose rounding in channels_last
+                # layout depends on the batch size (oneDNN picks other kernels); the algorithm under test is the same
+                channels_last=False)
     base.update(kw)
     return make_config("smoke", **base)
 
