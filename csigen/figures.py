@@ -785,8 +785,8 @@ def _write_table1(w: _Writer, chosen, infos, boot: Bootstrap, score: str | None 
     level = f"{round(100 * boot.confidence)}%"
     w.captions["table1.md, table1.csv, table1_per_class.csv, table1.png"] = _with_mark(
         "Table 1 of the paper regenerated: mean one-class AUROC (%) per dataset and variant under "
-        f"{'the paper' + chr(39) + 's score' if score is None else 'score `' + score + '` for every variant'}, "
-        "std over seeds, {level} bootstrap interval over the test images, classes and seeds "
+        + ("the paper's score" if score is None else f"score `{score}` for every variant")
+        + f", std over seeds, {level} bootstrap interval over the test images, classes and seeds "
         "per cell, the paper's numbers and ours − paper; per inlier class with CSI's published per-class "
         "numbers (CIFAR-10). The figure shows each seed (dots), the mean ± std over seeds, and the paper's "
         "numbers as black bars; where the seeds cover different classes a mean is one point, the table's "
