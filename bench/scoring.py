@@ -88,6 +88,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from csi_reference import prepare_csi_import
 from csigen import score as S
 from csigen.augment import SimCLRAugment
 from csigen.config import TrainConfig
@@ -107,16 +109,7 @@ def _sync(device: torch.device) -> None:
 
 def import_csi(csi_root: Path):
     """CSI's evaluation modules, with stand-ins for ``diffdist`` (multi-GPU) and ``tensorboardX`` (logging)."""
-    if not (csi_root / "evals" / "ood_pre.py").exists():
-        sys.exit(f"--reference: no CSI code at {csi_root} (expected evals/ood_pre.py)")
-    dd = types.ModuleType("diffdist")
-    dd.functional = types.ModuleType("diffdist.functional")
-    sys.modules.setdefault("diffdist", dd)
-    sys.modules.setdefault("diffdist.functional", dd.functional)
-    tbx = types.ModuleType("tensorboardX")
-    tbx.SummaryWriter = object
-    sys.modules.setdefault("tensorboardX", tbx)
-    sys.path.insert(0, str(csi_root))
+    prepare_csi_import(csi_root, "evals/ood_pre.py")
     import evals.ood_pre as O
     import models.classifier as C
     import models.transform_layers as TL

@@ -59,6 +59,8 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from csi_reference import prepare_csi_import
 from csigen.augment import SimCLRAugment
 from csigen.losses import csi_loss
 from csigen.models import ResNet18
@@ -109,16 +111,7 @@ class OursStep:
 
 def import_csi(csi_root: Path):
     """CSI's modules, with stand-ins for ``diffdist`` (multi-GPU) and ``tensorboardX`` (logging)."""
-    if not (csi_root / "training" / "unsup" / "simclr_CSI.py").exists():
-        sys.exit(f"--reference: no CSI code at {csi_root} (expected training/unsup/simclr_CSI.py)")
-    dd = types.ModuleType("diffdist")
-    dd.functional = types.ModuleType("diffdist.functional")
-    sys.modules.setdefault("diffdist", dd)
-    sys.modules.setdefault("diffdist.functional", dd.functional)
-    tbx = types.ModuleType("tensorboardX")
-    tbx.SummaryWriter = object
-    sys.modules.setdefault("tensorboardX", tbx)
-    sys.path.insert(0, str(csi_root))
+    prepare_csi_import(csi_root, "training/unsup/simclr_CSI.py")
     import models.classifier as C
     import models.transform_layers as TL
     import training.unsup.simclr_CSI as S
