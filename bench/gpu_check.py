@@ -275,7 +275,7 @@ def step_at_224(variant: str, sizes: dict, device: torch.device, amp: str, task,
         try:
             reset_peak_memory(device)
             trainer = trainer_class(cfg, None, task=task, progress=False)
-            record = trainer.train_step()
+            record = trainer.run_step()
             synchronize(device)
             if not all(math.isfinite(v) for v in record.values()):
                 raise StageFailed(f"non-finite losses at 224 x 224: {record}")

@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         sync()
         t0 = time.perf_counter()
         for _ in range(n):
-            trainer.train_step()
+            trainer.run_step()
         sync()
         return time.perf_counter() - t0
 

@@ -106,6 +106,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from csigen import draws
+
 __all__ = [
     "CROP_RATIO",
     "CSI_HUE_SCALE",
@@ -187,23 +189,17 @@ class AugmentParams:
     def to(self, device) -> AugmentParams:
         """The same parameters on ``device`` (self if already there), moved in one transfer.
 
-        The eight fields are packed into one float32 ``(B, 11)`` tensor (booleans as 0/1,
-        exact), copied once and unpacked on ``device``: one host-to-GPU copy per draw
-        instead of eight, each of which would wait for the GPU's queued work.
+        The eight fields travel in one packed buffer (:func:`csigen.draws.move_together`, exact
+        for every dtype): one host-to-GPU copy per draw instead of eight, each of which would
+        wait for the GPU's queued work.
         """
-        device = torch.device(device)
+        from csigen.draws import move_together
+
         values = [getattr(self, f.name) for f in fields(self)]
-        if all(v.device == device for v in values):
+        moved = move_together(values, device)
+        if all(m is v for m, v in zip(moved, values)):
             return self
-        n = self.batch_size
-        widths = [math.prod(v.shape[1:]) for v in values]
-        packed = torch.cat([v.reshape(n, w).to(torch.float32) for v, w in zip(values, widths)], dim=1).to(device)
-        out, start = {}, 0
-        for f, v, width in zip(fields(self), values, widths):
-            block = packed[:, start:start + width].reshape(v.shape)
-            out[f.name] = block.to(v.dtype) if v.dtype != torch.bool else block > 0.5
-            start += width
-        return AugmentParams(**out)
+        return AugmentParams(**{f.name: m for f, m in zip(fields(self), moved)})
 
     def __getitem__(self, index) -> AugmentParams:
         """Parameters of a subset of the samples (any index valid on dim 0)."""
@@ -584,7 +580,9 @@ class SimCLRAugment(nn.Module):
         """T(x) with fresh per-sample parameters; ``(B, 3, H, W)`` in [0, 1] -> same shape."""
         if x.dim() != 4:
             raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(x.shape)}")
-        params = self.sample_params(x.shape[0], generator, device=x.device, size=tuple(x.shape[-2:]))
+        n, size = x.shape[0], tuple(x.shape[-2:])
+        params = draws.draw(("T", id(self), n, size), generator,
+                            lambda g: self.sample_params(n, g, size=size), x.device)
         return self.apply(x, params)
 
 
@@ -608,7 +606,8 @@ def hflip(x: Tensor) -> Tensor:
 
 def random_hflip(x: Tensor, generator: torch.Generator | None = None, p: float = 0.5) -> Tensor:
     """Flip each image left-right with probability ``p``, independently (CSI flips before rotating)."""
-    flip = (_rand(x.shape[0], generator) < p).to(x.device)
+    n = x.shape[0]
+    flip = draws.draw(("flip", n, float(p)), generator, lambda g: _rand(n, g) < p, x.device)
     return torch.where(flip.view(-1, *([1] * (x.dim() - 1))), hflip(x), x)
 
 
@@ -777,6 +776,8 @@ def crop_flip_views(
     if not 0 < ratio[0] <= ratio[1]:
         raise ValueError(f"ratio must satisfy 0 < min <= max, got {ratio}")
     x = x.repeat(views, 1, 1, 1)
-    whbias = _sample_crop(x.shape[0], (float(scale[0]), float(scale[1])), (float(ratio[0]), float(ratio[1])),
-                          tuple(x.shape[-2:]), generator)
+    n, size = x.shape[0], tuple(x.shape[-2:])
+    scale, ratio = (float(scale[0]), float(scale[1])), (float(ratio[0]), float(ratio[1]))
+    whbias = draws.draw(("crop", n, scale, ratio, size), generator,
+                        lambda g: _sample_crop(n, scale, ratio, size, g), x.device)
     return random_hflip(resized_crop(x, whbias), generator=generator)

@@ -232,13 +232,13 @@ def plan_budget(trainer) -> dict[str, Any]:
     cycle = timed_steps(c)
     try:
         for _ in range(WARMUP_STEPS):
-            trainer.train_step()
+            trainer.run_step()
         _sync(trainer.device)
         t0 = time.perf_counter()
         cycles = 0
         while cycles < MAX_CYCLES and (cycles == 0 or time.perf_counter() - t0 < MIN_TIMED_S):
             for _ in range(cycle):
-                trainer.train_step()
+                trainer.run_step()
             _sync(trainer.device)
             cycles += 1
         n_timed = cycles * cycle

@@ -98,7 +98,7 @@ def nt_xent(features: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
         logits = z @ z.t() / temperature
         logits = logits.masked_fill(torch.eye(n2, dtype=torch.bool, device=z.device), float("-inf"))
         n = n2 // 2
-        positives = torch.cat([torch.arange(n, n2), torch.arange(0, n)]).to(z.device)
+        positives = torch.arange(n2, device=z.device).roll(n)  # row i's positive: i + n (mod 2n), made on the device
         return F_.cross_entropy(logits, positives)
 
 

@@ -439,9 +439,14 @@ class Generator(nn.Module):
         """
         if device is None:
             device = next(self.parameters()).device
-        source = generator.device if generator is not None else torch.device("cpu")
-        h = torch.randn(n, self.z_dim, generator=generator, device=source)
-        return h.to(device, non_blocking=True)
+        from csigen.draws import draw  # in a training step: moved with the step's other draws
+
+        n, z_dim = int(n), self.z_dim
+
+        def make(g):
+            return torch.randn(n, z_dim, generator=g, device=g.device if g is not None else "cpu")
+
+        return draw(("latent", n, z_dim), generator, make, device)
 
 
 def _resize_to_native(x: torch.Tensor, native: int) -> torch.Tensor:

@@ -61,6 +61,7 @@ from csigen.checkpoint import (
 )
 from csigen.config import SCHEMA_VERSION, TrainConfig, check_schema_version, require_same_run_config
 from csigen.distributed import barrier, mean_record, seed_step_generators, shard_rows, unwrap
+from csigen.draws import StepDraws
 
 __all__ = ["Callback", "NonFiniteLossError", "Trainer", "run", "load_result", "resolve_device",
            "resolve_precision"]
@@ -452,6 +453,7 @@ class Trainer:
         self.aug_gen = torch.Generator().manual_seed(c.seed + 1)
         self.z_gen = torch.Generator().manual_seed(c.seed + 2)
         self.readout = LossReadout()  # the step's losses stay on the device until one read per step
+        self.draws = StepDraws()  # the step's random draws reach the device in one transfer
 
     def _distribute(self, nets: _Nets) -> _Nets:
         """Set this process's share of a torchrun run and wrap ``nets`` for it (:mod:`csigen.distributed`).
@@ -583,6 +585,17 @@ class Trainer:
             x = x.contiguous(memory_format=torch.channels_last)
             x2 = x2.contiguous(memory_format=torch.channels_last) if x2 is not None else None
         return x, x2
+
+    def run_step(self) -> dict[str, float]:
+        """:meth:`train_step`, its random draws moved to the device in one transfer (:mod:`csigen.draws`).
+
+        Steps are told apart by their place in the GAN cycle (whether and which updates they run),
+        so each recorded plan fits every later step of its kind. The numbers are those of
+        :meth:`train_step` called alone.
+        """
+        c = self.config
+        with self.draws.step((self.step + 1) % c.gan_every if c.uses_generator else 0):
+            return self.train_step()
 
     def train_step(self) -> dict[str, float]:
         """One iteration of Algorithm 1's loop; returns the losses of this step."""
@@ -809,7 +822,7 @@ class Trainer:
                 t0 = time.perf_counter()
                 seed_step_generators(self)  # torchrun: each process's draws from (seed, rank, step)
                 try:
-                    record = self.train_step()
+                    record = self.run_step()
                 except NonFiniteLossError:
                     if self.config.on_nonfinite != "rollback" or not self._rollback():
                         raise
