@@ -63,7 +63,6 @@ from pathlib import Path
 from unittest import mock
 
 import torch
-from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))

@@ -90,6 +90,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from csi_reference import prepare_csi_import
+
 from csigen import score as S
 from csigen.augment import SimCLRAugment
 from csigen.config import TrainConfig

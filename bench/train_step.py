@@ -61,6 +61,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from csi_reference import prepare_csi_import
+
 from csigen.augment import SimCLRAugment
 from csigen.losses import csi_loss
 from csigen.models import ResNet18

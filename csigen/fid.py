@@ -756,7 +756,6 @@ def _protocol_name(bn_mode, bn_samples, bn_batch_size, bn_seed, feature_layer) -
 def _load_run(run_dir: Path):
     from csigen.checkpoint import load_checkpoint
     from csigen.config import TrainConfig
-
     from csigen.disk import has_run_weights, run_weights_file
 
     if not has_run_weights(run_dir):

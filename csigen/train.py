@@ -50,8 +50,8 @@ import torch
 from csigen import __version__
 from csigen.checkpoint import (
     CheckpointError,
-    atomic_write_json,
     atomic_write_bytes,
+    atomic_write_json,
     atomic_write_text,
     check_compatible,
     check_writable,

@@ -15,7 +15,6 @@ import time
 import pandas as pd
 import pytest
 import torch
-from torch import nn
 
 from csigen import budget, models
 from csigen.checkpoint import load_checkpoint

@@ -298,7 +298,10 @@ def test_install_cell_pins_the_release_of_this_version_and_shows_pip_on_failure(
 
 def test_package_requirements_keep_colabs_torch_and_ipywidgets():
     """pip keeps an installed torch / ipywidgets only if csigen's requirements are lower bounds they satisfy."""
-    import tomllib
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
 
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     pins = {re.split(r"[<>=!~ ]", d, maxsplit=1)[0]: d for d in deps}

@@ -22,7 +22,6 @@ import math
 import pandas as pd
 import pytest
 import torch
-from torch import nn
 
 from csigen import losses as L
 from csigen import models, train

@@ -19,7 +19,6 @@ import torch
 
 from csigen.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from csigen.cli import main
-from csigen.disk import run_weights_file
 from csigen.config import (
     ENVIRONMENT_FIELDS,
     SCHEMA_VERSION,
@@ -31,6 +30,7 @@ from csigen.config import (
     same_run_config,
     upgrade_config_dict,
 )
+from csigen.disk import run_weights_file
 from csigen.results import collect
 from csigen.train import Trainer, load_result, run
 

@@ -96,7 +96,7 @@ def test_resume_matches_uninterrupted_run(tmp_path, task, variant):
 def test_same_seed_same_result_different_seed_differs(tmp_path, task):
     r1 = run(tiny("csi", max_steps=2), tmp_path / "1", task=task, progress=False)
     r2 = run(tiny("csi", max_steps=2), tmp_path / "2", task=task, progress=False)
-    r3 = run(tiny("csi", max_steps=2, seed=1), tmp_path / "3", task=task, progress=False)
+    run(tiny("csi", max_steps=2, seed=1), tmp_path / "3", task=task, progress=False)
     assert r1["auroc"] == r2["auroc"]
     h1 = pd.read_csv(tmp_path / "1" / "history.csv")
     h3 = pd.read_csv(tmp_path / "3" / "history.csv")
