@@ -4,7 +4,7 @@ Importing the package does nothing but define names: data, models and
 optimisers are built only when a function is called.
 """
 
-__version__ = "0.3.0"
+__version__ = "0.3.1"
 
 #: The public home of the kit. Colab badges and install cells are generated
 #: from this one constant (see ``tools/sync_notebook_links.py``); change it here.
