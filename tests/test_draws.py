@@ -12,39 +12,16 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.overrides import TorchFunctionMode
+from test_gpu_lean import CountTransfers, small
 
-from csigen.config import make_config
 from csigen.data import load_task
 from csigen.draws import StepDraws, draw, pack, unpack
 from csigen.train import Trainer
 
 
-def small(variant, **kw):
-    base = dict(dataset="shapes", inlier="circle", variant=variant, amp="off", device="cpu", epochs=10,
-                max_steps=6, batch_size=4, gan_every=2, max_train=16, max_test=32, eval_samples=1,
-                g_channels=8, d_channels=8, e_channels=8, z_dim=16, checkpoint_every_steps=None, f_width=8)
-    base.update(kw)
-    return make_config("smoke", **base)
-
-
 @pytest.fixture(scope="module")
 def task():
     return load_task("shapes", "circle", max_train=16, max_test=32)
-
-
-class CountTransfers(TorchFunctionMode):
-    """Counts torch calls whose result lives on another device than their first argument."""
-
-    def __init__(self):
-        super().__init__()
-        self.n = 0
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        if torch.is_tensor(out) and args and torch.is_tensor(args[0]) and out.device != args[0].device:
-            self.n += 1
-        return out
 
 
 def test_pack_and_unpack_are_exact_for_every_dtype_and_shape():
@@ -136,8 +113,8 @@ def test_draws_without_a_generator_or_outside_a_step_are_plain_draws():
 
 @pytest.mark.parametrize("variant", ["csi", "full"])
 def test_run_step_trains_exactly_as_train_step(task, variant):
-    plain = Trainer(small(variant, channels_last=False), None, task=task, progress=False)
-    planned = Trainer(small(variant, channels_last=False), None, task=task, progress=False)
+    plain = Trainer(small(variant, max_steps=6, channels_last=False), None, task=task, progress=False)
+    planned = Trainer(small(variant, max_steps=6, channels_last=False), None, task=task, progress=False)
     for _ in range(6):  # three GAN cycles: each kind recorded, then served twice
         a, b = plain.train_step(), planned.run_step()
         assert a == b
@@ -151,7 +128,7 @@ def test_run_step_trains_exactly_as_train_step(task, variant):
 
 @pytest.mark.parametrize("variant", ["csi", "csi+g", "full"])
 def test_a_planned_step_moves_its_randomness_to_the_device_in_one_transfer(task, variant):
-    trainer = Trainer(small(variant, device="meta"), None, task=task, progress=False)
+    trainer = Trainer(small(variant, max_steps=6, device="meta"), None, task=task, progress=False)
     trainer.readout.read = lambda record, step: (trainer.readout.pending.clear(), record)[1]  # meta: no values
     counts = []
     for _ in range(4):  # an epoch of 4 steps: steps 0 and 1 record their kind (csi: one kind), the rest are served

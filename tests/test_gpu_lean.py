@@ -13,6 +13,7 @@ import math
 
 import pytest
 import torch
+from torch.overrides import TorchFunctionMode
 
 from csigen.config import make_config
 from csigen.data import load_task
@@ -25,6 +26,20 @@ def small(variant, **kw):
                 g_channels=8, d_channels=8, e_channels=8, z_dim=16, checkpoint_every_steps=None, f_width=8)
     base.update(kw)
     return make_config("smoke", **base)
+
+
+class CountTransfers(TorchFunctionMode):
+    """Counts torch calls whose result lives on another device than their first argument."""
+
+    def __init__(self):
+        super().__init__()
+        self.n = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if torch.is_tensor(out) and args and torch.is_tensor(args[0]) and out.device != args[0].device:
+            self.n += 1
+        return out
 
 
 @pytest.fixture(scope="module")
@@ -112,20 +127,7 @@ def test_compile_option_trains_like_eager_and_resumes_from_an_eager_checkpoint(t
 
 
 def test_augmentation_parameters_move_to_the_device_in_one_transfer():
-    from torch.overrides import TorchFunctionMode
-
     from csigen.augment import SimCLRAugment
-
-    class CountTransfers(TorchFunctionMode):
-        def __init__(self):
-            super().__init__()
-            self.n = 0
-
-        def __torch_function__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            if torch.is_tensor(out) and torch.is_tensor(args[0]) and out.device != args[0].device:
-                self.n += 1
-            return out
 
     params = SimCLRAugment().sample_params(6, torch.Generator().manual_seed(0), size=(32, 32))
     with CountTransfers() as count:
