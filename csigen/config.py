@@ -126,6 +126,9 @@ class TrainConfig:
     batch_size: int = 32
     num_shifts: int = 4
     temperature: float = 0.5
+    #: weight of L_cls-SI in L_CSI (Eq. 4 and CSI's code: 1). A short-schedule departure when not 1:
+    #: L_CSI = L_con-SI + cls_weight * L_cls-SI, for F's step and for the same loss in Eq. 6 and Eq. 8.
+    cls_weight: float = 1.0
     f_optimizer: str = "lars"
     f_lr: float = 0.1
     f_momentum: float = 0.9
@@ -190,6 +193,9 @@ class TrainConfig:
                 raise bad(name, "must be a positive integer")
         if self.batch_size < 2:
             raise bad("batch_size", "NT-Xent needs at least 2 images per step")
+        if isinstance(self.cls_weight, bool) or not isinstance(self.cls_weight, (int, float)) \
+                or not math.isfinite(self.cls_weight) or self.cls_weight < 0:
+            raise bad("cls_weight", "use a finite number >= 0 (1 is CSI's and the paper's L_CSI)")
         if self.num_shifts < 1:
             raise bad("num_shifts", "use 4 (rotations) or 1 (plain SimCLR)")
         if self.max_steps is not None and self.max_steps < 1:

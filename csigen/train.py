@@ -602,7 +602,7 @@ class Trainer:
         from csigen import losses as L
 
         c, n = self.config, self.nets
-        kw = dict(num_shifts=c.num_shifts, temperature=c.temperature, generator=self.aug_gen)
+        kw = dict(num_shifts=c.num_shifts, temperature=c.temperature, cls_weight=c.cls_weight, generator=self.aug_gen)
         lr = self._set_lr()
         record: dict[str, float] = {"step": self.step + 1, "epoch": self.step / self.steps_per_epoch, "lr": lr}
         for _, net in n.items():

@@ -103,6 +103,24 @@ def test_same_seed_same_result_different_seed_differs(tmp_path, task):
     assert not h1["csi"].equals(h3["csi"])
 
 
+@pytest.mark.parametrize("variant", ["csi", "full"])
+def test_cls_weight_scales_l_cls_si_in_the_step_loss(task, variant):
+    """L_CSI = L_con-SI + cls_weight * L_cls-SI (Eq. 4; 1 is CSI's), in F's step and in the GAN block."""
+    records = {}
+    for w in (1.0, 3.0):
+        trainer = Trainer(tiny(variant, cls_weight=w, max_steps=2), None, task=task, progress=False)
+        records[w] = [trainer.run_step() for _ in range(2)]
+    for w, recs in records.items():
+        for r in recs:
+            assert r["csi"] == pytest.approx(r["con_si"] + w * r["cls_si"], rel=1e-5)
+    # the first step's draws and weights are the same, so its two parts are too; only the sum differs
+    a, b = records[1.0][0], records[3.0][0]
+    assert a["con_si"] == pytest.approx(b["con_si"], rel=1e-6) and a["cls_si"] == pytest.approx(b["cls_si"], rel=1e-6)
+    assert b["csi"] > a["csi"]
+    with pytest.raises(ConfigError, match="cls_weight"):
+        make_config("smoke", cls_weight=-1.0)
+
+
 def test_nonfinite_loss_stops_with_a_clear_message_and_no_nan_checkpoint(tmp_path, task):
     trainer = Trainer(tiny("csi+g"), tmp_path, task=task, progress=False)
     trainer.fit(stop_after_steps=1)
