@@ -406,7 +406,9 @@ PRESETS: dict[str, Preset] = {
             "time), then lengthened to fill the budget. Measured on an idle 2-core CPU (2026-11-29, "
             "bench/throughput.py): 1.1 s per csi step, 2.3 s per full step: csi about 10 min with "
             "evaluation, full about 18 min. Expect (CIFAR-10 JPEG copy, csi, seed 0, CSI's score) AUROC "
-            "0.88 on automobile, 0.71 on cat. A CPU-scale result, not the paper's setting.",
+            "0.88 on automobile (0.882, mean of 3 seeds), 0.71 on cat with seed 0 but 0.56 with seed 1: on cat the "
+            "rotation head barely learns in 420 steps, so its result swings with the seed (bench/RESULTS.md; "
+            "the preset is being recalibrated, e.g. ``cls_weight``). A CPU-scale result, not the paper's setting.",
         ),
         Preset(
             "quick",
