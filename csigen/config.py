@@ -129,6 +129,11 @@ class TrainConfig:
     #: weight of L_cls-SI in L_CSI (Eq. 4 and CSI's code: 1). A short-schedule departure when not 1:
     #: L_CSI = L_con-SI + cls_weight * L_cls-SI, for F's step and for the same loss in Eq. 6 and Eq. 8.
     cls_weight: float = 1.0
+    #: smallest area fraction of the training crop (CSI: 0.08, i.e. RandomResizedCrop's (0.08, 1)). A
+    #: short-schedule departure when larger: milder crops keep each view's orientation visible, so the
+    #: rotation head (L_cls-SI) learns in fewer steps. Applies to T's crop (32x32 images), the data-side
+    #: crop of full-size images (ImageNet-30) and the crop of G(h)'s views there.
+    train_crop_min: float = 0.08
     f_optimizer: str = "lars"
     f_lr: float = 0.1
     f_momentum: float = 0.9
@@ -207,6 +212,9 @@ class TrainConfig:
                                          "evaluation together, e.g. 15")
         if self.g_snapshot_every_steps is not None and int(self.g_snapshot_every_steps) < 1:
             raise bad("g_snapshot_every_steps", "use None (no G snapshots) or a positive number of steps")
+        if isinstance(self.train_crop_min, bool) or not isinstance(self.train_crop_min, (int, float)) \
+                or not 0 < self.train_crop_min <= 1:
+            raise bad("train_crop_min", "use an area fraction in (0, 1] (0.08 is CSI's RandomResizedCrop)")
         if not 0 < self.eval_crop_scale <= 1:
             raise bad("eval_crop_scale", "must be in (0, 1]")
 

@@ -331,7 +331,8 @@ class OneClassTask:
         return self.train_full is not None
 
     def train_view(self, indices, generator: torch.Generator | None = None,
-                   device: torch.device | str | None = None, *, views: int = 1) -> torch.Tensor:
+                   device: torch.device | str | None = None, *, views: int = 1,
+                   scale: tuple[float, float] | None = None) -> torch.Tensor:
         """CSI's data-side training transform of training images ``indices``, as float in [0, 1].
 
         ImageNet-30 (:attr:`has_full_images`): ``RandomResizedCrop(image_size)``
@@ -351,6 +352,8 @@ class OneClassTask:
             device: where the result goes (default CPU).
             views: independent views per image, stacked ``[view 1; view 2; ...]``
                 (CSI makes two per image, one for each T-view).
+            scale: area range of the full-size images' crop (default CSI's
+                :data:`csigen.augment.TRAIN_CROP_SCALE`; ``TrainConfig.train_crop_min``).
 
         Returns:
             float32 ``(views * B, 3, image_size, image_size)`` in [0, 1].
@@ -362,7 +365,8 @@ class OneClassTask:
             return to_float(self.train_images[idx.to(self.train_images.device)].repeat(views, 1, 1, 1), device)
         from csigen.augment import TRAIN_CROP_SCALE
 
-        return to_float(self._random_crops(self.train_full, idx.repeat(views), TRAIN_CROP_SCALE, generator), device)
+        crop = TRAIN_CROP_SCALE if scale is None else (float(scale[0]), float(scale[1]))
+        return to_float(self._random_crops(self.train_full, idx.repeat(views), crop, generator), device)
 
     def eval_view(self, indices, generator: torch.Generator | None = None,
                   device: torch.device | str | None = None, *, split: str = "test",

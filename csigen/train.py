@@ -34,6 +34,7 @@ evaluation come from its own updates (1, f).
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import platform
@@ -393,8 +394,10 @@ class Trainer:
         # (task.train_view), so T has no crop there, as CSI's T for ImageNet; G(h) has no data side, so its
         # views get that crop and flip on the device (augment.crop_flip_views; None: the 32x32 path)
         full_images = bool(getattr(self.task, "has_full_images", False))
-        self.augment = (aug.no_crop_augment() if full_images else aug.SimCLRAugment()).to(self.device)
-        self.synthetic_views = aug.crop_flip_views if full_images else None
+        self.train_crop = (float(config.train_crop_min), 1.0)  # CSI: (0.08, 1)
+        self.augment = (aug.no_crop_augment() if full_images
+                        else aug.SimCLRAugment(crop_scale=self.train_crop)).to(self.device)
+        self.synthetic_views = functools.partial(aug.crop_flip_views, scale=self.train_crop) if full_images else None
         self.step = 0
         self.history: list[dict[str, float]] = []
         self.lr_scale = 1.0
@@ -578,7 +581,7 @@ class Trainer:
         x2 = None
         if getattr(self.task, "has_full_images", False):
             x, x2 = self.task.train_view(self._perm_cpu[rows], generator=self.aug_gen, device=self.device,
-                                         views=2).chunk(2)
+                                         views=2, scale=self.train_crop).chunk(2)
         else:
             x = to_float(self.train_images[self._perm[rows]], device=self.device)
         if self.config.channels_last and self.device.type in CHANNELS_LAST_DEVICES:

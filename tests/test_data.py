@@ -369,6 +369,20 @@ def test_imagenet30_train_view_is_csi_random_resized_crop(in30):
     assert not torch.equal(x[:3], x[3:])
 
 
+def test_imagenet30_train_view_scale_is_the_crop_area_range(in30):
+    """train_view(scale=...) draws its boxes with that area range (TrainConfig.train_crop_min)."""
+    from csigen.augment import random_resized_crop_boxes
+
+    root, task = in30
+    idx = torch.tensor([2, 0, 1])
+    x = task.train_view(idx, torch.Generator().manual_seed(5), views=2, scale=(0.6, 1.0))
+    boxes = random_resized_crop_boxes(task.train_full.sizes[idx.repeat(2)], torch.Generator().manual_seed(5),
+                                      scale=(0.6, 1.0))
+    sizes = task.train_full.sizes[idx.repeat(2)].double()
+    assert ((boxes[:, 2] * boxes[:, 3]).double() / (sizes[:, 0] * sizes[:, 1]) >= 0.55).all()
+    assert not torch.equal(x, task.train_view(idx, torch.Generator().manual_seed(5), views=2))
+
+
 def test_imagenet30_train_view_seeded_and_fresh_each_step(in30):
     _, task = in30
     g = torch.Generator().manual_seed(0)

@@ -121,6 +121,24 @@ def test_cls_weight_scales_l_cls_si_in_the_step_loss(task, variant):
         make_config("smoke", cls_weight=-1.0)
 
 
+def test_train_crop_min_sets_the_crop_law_of_t_and_changes_the_views(task):
+    """train_crop_min: T's crop area range is (train_crop_min, 1); 0.08 (CSI's) is the default."""
+    assert Trainer(tiny("csi", max_steps=1), None, task=task, progress=False).augment.crop_scale == (0.08, 1.0)
+    mild = Trainer(tiny("csi", max_steps=1, train_crop_min=0.5), None, task=task, progress=False)
+    assert mild.augment.crop_scale == (0.5, 1.0) and mild.train_crop == (0.5, 1.0)
+    # the crops drawn: area fraction w * h of each (normalised) window
+    areas = {}
+    for lo in (0.08, 0.5):
+        t = Trainer(tiny("csi", max_steps=1, train_crop_min=lo), None, task=task, progress=False)
+        whbias = t.augment.sample_params(256, torch.Generator().manual_seed(0)).whbias
+        areas[lo] = whbias[:, 0] * whbias[:, 1]
+    assert areas[0.5].min() >= 0.5 - 1e-3 and areas[0.08].min() < 0.3
+    assert areas[0.5].mean() > areas[0.08].mean() + 0.1
+    for bad in (0.0, 1.5, True, "0.5"):
+        with pytest.raises(ConfigError, match="train_crop_min"):
+            make_config("smoke", train_crop_min=bad)
+
+
 def test_nonfinite_loss_stops_with_a_clear_message_and_no_nan_checkpoint(tmp_path, task):
     trainer = Trainer(tiny("csi+g"), tmp_path, task=task, progress=False)
     trainer.fit(stop_after_steps=1)
