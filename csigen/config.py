@@ -60,6 +60,11 @@ class RunConfigMismatchError(ConfigError):
     """A run folder already holds a run with another configuration."""
 
 
+def _is_real(value: Any) -> bool:
+    """A finite int or float, not a bool (``True`` is an int to Python, never a weight or a duration here)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that defines a run (Algorithm 1 plus the evaluation).
@@ -198,22 +203,18 @@ class TrainConfig:
                 raise bad(name, "must be a positive integer")
         if self.batch_size < 2:
             raise bad("batch_size", "NT-Xent needs at least 2 images per step")
-        if isinstance(self.cls_weight, bool) or not isinstance(self.cls_weight, (int, float)) \
-                or not math.isfinite(self.cls_weight) or self.cls_weight < 0:
+        if not _is_real(self.cls_weight) or self.cls_weight < 0:
             raise bad("cls_weight", "use a finite number >= 0 (1 is CSI's and the paper's L_CSI)")
         if self.num_shifts < 1:
             raise bad("num_shifts", "use 4 (rotations) or 1 (plain SimCLR)")
         if self.max_steps is not None and self.max_steps < 1:
             raise bad("max_steps", "use None or a positive integer")
-        if self.time_budget_min is not None and (
-                isinstance(self.time_budget_min, bool) or not isinstance(self.time_budget_min, (int, float))
-                or not math.isfinite(self.time_budget_min) or self.time_budget_min <= 0):
+        if self.time_budget_min is not None and (not _is_real(self.time_budget_min) or self.time_budget_min <= 0):
             raise bad("time_budget_min", "use None (no budget) or a positive number of minutes for training and "
                                          "evaluation together, e.g. 15")
         if self.g_snapshot_every_steps is not None and int(self.g_snapshot_every_steps) < 1:
             raise bad("g_snapshot_every_steps", "use None (no G snapshots) or a positive number of steps")
-        if isinstance(self.train_crop_min, bool) or not isinstance(self.train_crop_min, (int, float)) \
-                or not 0 < self.train_crop_min <= 1:
+        if not _is_real(self.train_crop_min) or not 0 < self.train_crop_min <= 1:
             raise bad("train_crop_min", "use an area fraction in (0, 1] (0.08 is CSI's RandomResizedCrop)")
         if not 0 < self.eval_crop_scale <= 1:
             raise bad("eval_crop_scale", "must be in (0, 1]")
