@@ -42,6 +42,7 @@ import numpy as np
 __all__ = [
     "DEFAULT_BOOTSTRAP",
     "OUTPUT_FILES",
+    "FIGURE2_KEPT_NOTE",
     "SMOKE_MARK",
     "Bootstrap",
     "RunInfo",
@@ -858,6 +859,31 @@ def _write_fid(w: _Writer, root: Path, allow_smoke: bool) -> None:
         g, {r: run_info(r) for r in g["run"]}) + excluded_text
 
 
+#: Appended to a kept Figure 2's caption (:func:`_kept_figure2`).
+FIGURE2_KEPT_NOTE = ("(figure2.png kept from an earlier regeneration: its run's weights are not here, e.g. in a clone, "
+                     "where weights are not committed; regenerations without them leave it as it was.)")
+
+
+def _kept_figure2(out: Path, run2) -> str | None:
+    """The caption of ``out/figure2.png`` when that file was drawn from ``run2`` (same run folder name), else None.
+
+    Lets ``figures`` regenerate the tables where Figure 2's run has no weights (a
+    clone of a repository that commits records, not weights) without dropping the
+    committed figure2.png: the file and its caption stay, marked by :data:`FIGURE2_KEPT_NOTE`.
+    """
+    import re
+
+    png, readme = out / "figure2.png", out / "README.md"
+    if run2 is None or not png.exists() or not readme.exists():
+        return None
+    section = re.search(r"^## figure2\.png\n(.*?)(?=^## |\Z)", readme.read_text(), re.S | re.M)
+    source = section and re.search(r"regenerated from `([^`]+)`", section.group(1))
+    if not source or Path(source.group(1)).name != Path(run2).name:
+        return None
+    caption = section.group(1).strip()
+    return caption if FIGURE2_KEPT_NOTE in caption else caption + "\n" + FIGURE2_KEPT_NOTE
+
+
 def _write_figure2(w: _Writer, run2, images, problem: str | None, root: Path, seed: int) -> None:
     import pandas as pd
 
@@ -931,12 +957,13 @@ def write_figures(runs_root: str | os.PathLike, out_dir: str | os.PathLike = "fi
         if info2.variant != "full":
             raise ValueError(f"figure 2 needs a 'full' run (G and E); {str(run2)!r} is variant "
                              f"{info2.variant!r}: pass --figure2-run with a full run")
-    images, problem = None, None
+    images, problem, kept = None, None, None
     if run2 is not None:
         try:
             images = figure2_images(run2, n=figure2_images_per_row, seed=seed, device=device)
         except (FileNotFoundError, CheckpointError) as exc:
-            if figure2_run is not None:
+            kept = _kept_figure2(out, run2) if isinstance(exc, FileNotFoundError) else None
+            if figure2_run is not None and kept is None:
                 raise
             problem = f"the default run `{run2}` could not be loaded ({exc})"
 
@@ -946,7 +973,10 @@ def write_figures(runs_root: str | os.PathLike, out_dir: str | os.PathLike = "fi
     _write_table1(w, chosen, infos, boot, score)
     _write_ablation(w, chosen, infos, boot)
     _write_fid(w, root, allow_smoke)
-    _write_figure2(w, run2, images, problem, root, seed)
+    if kept is not None:  # the weights are gone, the figure drawn from them is not
+        w.written["figure2.png"], w.captions["figure2.png"] = out / "figure2.png", kept
+    else:
+        _write_figure2(w, run2, images, problem, root, seed)
 
     label = setting_label(chosen["preset"], chosen["device"], chosen.get("data", ()))
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

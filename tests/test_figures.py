@@ -310,3 +310,29 @@ def test_old_records_and_bad_input(genuine_run, tmp_path, capsys):
     parser = build_parser()
     sub = parser._subparsers._group_actions[0].choices["figures"]
     assert all(a.help for a in sub._actions if a.dest != "help")
+
+
+def test_figure2_is_kept_when_its_runs_weights_are_gone(genuine_run, tmp_path):
+    """A clone has records, not weights: regenerating keeps the figure2.png drawn from the same run, and says so."""
+    root = tmp_path / "runs"
+    shutil.copytree(genuine_run, root / genuine_run.name)
+    out = tmp_path / "figures"
+    figures.write_figures(root, out, allow_smoke=True, n_bootstrap=20, figure2_run=genuine_run.name)
+    drawn = (out / "figure2.png").read_bytes()
+    for name in ("weights.pt", "checkpoint.pt"):
+        (root / genuine_run.name / name).unlink(missing_ok=True)
+    for _ in range(2):  # the note is added once
+        written = figures.write_figures(root, out, allow_smoke=True, n_bootstrap=20, figure2_run=genuine_run.name)
+        assert "figure2.png" in written and (out / "figure2.png").read_bytes() == drawn
+        section = (out / "README.md").read_text().split("## figure2.png")[1]
+        assert genuine_run.name in section and section.count(figures.FIGURE2_KEPT_NOTE) == 1
+    # elsewhere (no earlier figure of that run) a weightless --figure2-run is an error, a default one a note
+    with pytest.raises(FileNotFoundError):
+        figures.write_figures(root, tmp_path / "other", allow_smoke=True, n_bootstrap=20,
+                              figure2_run=genuine_run.name)
+    (out / "README.md").write_text((out / "README.md").read_text().replace(genuine_run.name, "another-run"))
+    with pytest.raises(FileNotFoundError):  # the figure on disk is another run's
+        figures.write_figures(root, out, allow_smoke=True, n_bootstrap=20, figure2_run=genuine_run.name)
+    written = figures.write_figures(root, out, allow_smoke=True, n_bootstrap=20)
+    assert "figure2.png" not in written and not (out / "figure2.png").exists()
+    assert "figure2.png (not written)" in (out / "README.md").read_text()
