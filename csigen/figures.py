@@ -880,6 +880,9 @@ def _kept_figure2(out: Path, run2) -> str | None:
     source = section and re.search(r"regenerated from `([^`]+)`", section.group(1))
     if not source or Path(source.group(1)).name != Path(run2).name:
         return None
+    commit = (run_info(run2).commit or "unknown")[:10]  # the same folder retrained by another csigen is another run
+    if f"csigen commit {commit}" not in section.group(1):
+        return None
     caption = section.group(1).strip()
     return caption if FIGURE2_KEPT_NOTE in caption else caption + "\n" + FIGURE2_KEPT_NOTE
 

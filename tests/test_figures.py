@@ -330,7 +330,12 @@ def test_figure2_is_kept_when_its_runs_weights_are_gone(genuine_run, tmp_path):
     with pytest.raises(FileNotFoundError):
         figures.write_figures(root, tmp_path / "other", allow_smoke=True, n_bootstrap=20,
                               figure2_run=genuine_run.name)
-    (out / "README.md").write_text((out / "README.md").read_text().replace(genuine_run.name, "another-run"))
+    readme = (out / "README.md").read_text()
+    commit = (figures.run_info(root / genuine_run.name).commit or "unknown")[:10]
+    (out / "README.md").write_text(readme.replace(f"csigen commit {commit}", "csigen commit 0123456789"))
+    with pytest.raises(FileNotFoundError):  # same folder name, another commit: another run
+        figures.write_figures(root, out, allow_smoke=True, n_bootstrap=20, figure2_run=genuine_run.name)
+    (out / "README.md").write_text(readme.replace(genuine_run.name, "another-run"))
     with pytest.raises(FileNotFoundError):  # the figure on disk is another run's
         figures.write_figures(root, out, allow_smoke=True, n_bootstrap=20, figure2_run=genuine_run.name)
     written = figures.write_figures(root, out, allow_smoke=True, n_bootstrap=20)
