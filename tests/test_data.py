@@ -542,7 +542,8 @@ def test_trainer_imagenet30_gan_block_views(in30):
                          variant="full", batch_size=2, gan_every=1, max_steps=1, device="cpu",
                          checkpoint_every_steps=None)
     trainer = Trainer(config, None, task=task, progress=False)
-    assert trainer.synthetic_views is crop_flip_views and trainer.augment.crop_scale == (1.0, 1.0)
+    assert trainer.synthetic_views.func is crop_flip_views and trainer.augment.crop_scale == (1.0, 1.0)
+    assert trainer.synthetic_views.keywords == {"scale": (0.08, 1.0)}  # train_crop_min: CSI's 0.08 by default
     views, blocks = [], []
 
     def counting_views(x, generator=None):
