@@ -417,9 +417,13 @@ PRESETS: dict[str, Preset] = {
             "head had barely learned after 420 steps (cat: 0.71 with seed 0, 0.56 with seed 1). Chosen on "
             "dog and bird, not on the reported automobile and cat (seed 0, CSI's L_CSI and crops -> both "
             "levers: dog 0.773 -> 0.822, bird 0.576 -> 0.680; each lever alone on dog 0.803 and 0.800; "
-            "bench/RESULTS.md). Neither changes a step's cost: 1.1-1.3 s per csi step, 2.3-2.6 s per full "
-            "step on an idle 2-core CPU (bench/throughput.py; cat csi: 554 s of training), so csi takes "
-            "about 11 min with evaluation and full about 20 min. A CPU-scale result, not the paper's setting.",
+            "bench/RESULTS.md). Neither changes a step's cost: 1.1-1.4 s per csi step, 2.3-2.6 s per full "
+            "step on an idle 2-core CPU (bench/throughput.py), so csi takes about 12 min with evaluation "
+            "(measured idle, seed 0: automobile 591 s of training + 102 s of evaluation, cat 602 + 114 s) and "
+            "full about 20 min. Expect (CIFAR-10 JPEG copy, csi, seed 0, CSI's score) AUROC 0.88 on automobile "
+            "(0.882) and about 0.67 on cat (0.671: on cat the rotation head still learns slowly and the "
+            "similarity term stays at chance, so cat remains below issue 12's 0.70; bench/RESULTS.md). A "
+            "CPU-scale result, not the paper's setting.",
         ),
         Preset(
             "quick",
