@@ -865,7 +865,7 @@ FIGURE2_KEPT_NOTE = ("(figure2.png kept from an earlier regeneration: its run's 
 
 
 def _kept_figure2(out: Path, run2) -> str | None:
-    """The caption of ``out/figure2.png`` when that file was drawn from ``run2`` (same run folder name), else None.
+    """The caption of ``out/figure2.png`` when it was drawn from ``run2`` (same folder name and csigen commit), else None.
 
     Lets ``figures`` regenerate the tables where Figure 2's run has no weights (a
     clone of a repository that commits records, not weights) without dropping the
