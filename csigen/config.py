@@ -46,7 +46,8 @@ SCHEMA_CHANGES: dict[int, str] = {
 #: :func:`same_run_config` ignores them (a run may resume on another device or data folder).
 ENVIRONMENT_FIELDS = ("device", "data_root", "download", "checkpoint_every_s", "checkpoint_every_steps",
                       "g_snapshot_every_steps", "compile")
-#: Fields only the evaluation reads (after training): a finished run can be scored again under other values
+#: Fields only the evaluation reads (after training), except a time-budget run's plan (csigen.budget subtracts
+#: an estimate of the evaluation): a finished run without a time budget can be scored again under other values
 #: of them without training again (:func:`csigen.rescore.rescore_run`, ``python -m csigen eval --save``).
 EVAL_FIELDS = ("score", "eval_samples", "eval_crop_scale", "eval_batch_size", "eval_amp")
 

@@ -2,22 +2,28 @@
 
 A run's weights do not depend on how it is evaluated: the fields in
 :data:`csigen.config.EVAL_FIELDS` (the primary score, R draws, the evaluation
-crop, the evaluation batch and precision) are read only after training. So a
-finished run can be scored again under other values of them without training
-again: :func:`rescore_run` (``python -m csigen eval --run DIR [--eval-crop-scale S]
+crop, the evaluation batch and precision) are read only after training, except
+by a time-budget run, whose plan subtracts an estimate of the evaluation from
+the budget (:mod:`csigen.budget`). So a finished run without a time budget can
+be scored again under other values of them without training again:
+:func:`rescore_run` (``python -m csigen eval --run DIR [--eval-crop-scale S]
 [--eval-samples R] [--score NAME] [--save]``).
 
-With ``save=True`` the new evaluation becomes the run's record: ``scores.npz``,
-``result.json`` and ``config.json`` are rewritten (each atomically; scores
-first, so an interruption leaves the old record or a record whose scores
-already match the new one). The training's part of the record (steps,
-``train_seconds``, ``history.csv``, the weights, the training's git commit and
-versions) is kept; ``result.json["rescored"]`` lists every re-scoring, each with
-when, by which csigen commit, the settings it changed and the AUROCs it
-replaced. A run re-scored to a preset's evaluation settings is then that
-preset's run for ``train``, ``sweep`` and ``bench/cpu_budget.py``
-(:func:`csigen.config.same_run_config`), which report it instead of training it
-again.
+With ``save=True`` the new evaluation becomes the run's record, under the run
+folder's :class:`csigen.parallel.RunLock`: ``scores.npz``, ``config.json`` and
+last ``result.json`` are rewritten, each atomically (``result.json`` is what
+every reader takes as the record; if the command is interrupted before it,
+``scores.npz`` may already hold the new scores: run the same command again).
+The training's part of the record is kept (steps, ``train_seconds``,
+``eval_seconds`` and the other timings, ``history.csv``, the weights, the
+training's git commit and versions); ``result.json["rescored"]`` lists every
+re-scoring, each with when, by which csigen commit, on which device, how long
+it took, the settings it changed and the AUROCs it replaced. A run re-scored to
+a preset's evaluation settings is then that preset's run for ``train``,
+``sweep`` and ``bench/cpu_budget.py`` (:func:`csigen.config.same_run_config`),
+which report it instead of training it again, and
+:meth:`csigen.train.Trainer.from_run` (notebooks, Figure 2) evaluates it with
+the record's settings.
 """
 
 from __future__ import annotations
@@ -34,37 +40,57 @@ __all__ = ["rescore_run"]
 
 def rescore_run(run_dir: str | os.PathLike, *, save: bool = False, device: str | None = None,
                 seed: int = 0, **changes: Any) -> dict[str, Any]:
-    """Score the finished run in ``run_dir`` again, with ``changes`` to its evaluation settings.
+    """Score the run in ``run_dir`` again, with ``changes`` to its evaluation settings.
 
     ``changes``: fields of :data:`csigen.config.EVAL_FIELDS` (``score``,
     ``eval_samples``, ``eval_crop_scale``, ``eval_batch_size``, ``eval_amp``);
     None values are ignored (the run's own value stays). ``seed``: the seed of
-    the evaluation's random draws (training's evaluation uses 0). ``device``
-    overrides the run's device (e.g. ``"cpu"``).
-
+    the evaluation's random draws (a run's own evaluation uses 0, so ``save``
+    requires 0). ``device`` overrides the run's device (e.g. ``"cpu"``).
     Without ``save`` an interrupted run (``checkpoint.pt``, no ``result.json``)
-    can be evaluated too; with it the run must have finished.
+    can be evaluated too.
 
     Returns the evaluation as :func:`csigen.train.evaluate_model` does (without
     its arrays), plus ``config`` (the run's config with the changes),
-    ``changed`` (``{field: [old, new]}``), ``eval_seconds``, ``eval_seed``,
-    ``inlier``, ``steps`` and ``saved``. Raises :class:`FileNotFoundError` when
-    ``save`` is asked of an unfinished run, and
-    :class:`csigen.config.ConfigError` for a field that is not an evaluation
-    setting or an invalid value; nothing is written then.
+    ``changed`` (``{field: [old, new]}``), ``eval_seconds`` (this evaluation's),
+    ``eval_seed``, ``inlier``, ``steps`` and ``saved``.
+
+    Raises, before writing anything: :class:`csigen.config.ConfigError` for a
+    field that is not an evaluation setting or an invalid value;
+    :class:`ValueError` when ``save`` is asked with another seed than 0, of a
+    time-budget run whose settings would change (its step count was planned
+    from them), or of a run whose weights are not the record's (another step
+    count or training config: e.g. ``train --force`` interrupted beside an old
+    ``result.json``); :class:`FileNotFoundError` when ``save`` is asked of an
+    unfinished run; :class:`csigen.parallel.RunLockedError` when another worker
+    holds the run.
     """
-    import numpy as np
+    from csigen.config import EVAL_FIELDS, ConfigError
 
-    from csigen.checkpoint import atomic_write_bytes, atomic_write_json
-    from csigen.config import EVAL_FIELDS, ConfigError, TrainConfig, check_schema_version
-    from csigen.distributed import unwrap
-    from csigen.train import Trainer, environment_info, evaluate_model, load_result
-
-    out = Path(run_dir)
     unknown = sorted(set(changes) - set(EVAL_FIELDS))
     if unknown:
         raise ConfigError(f"{', '.join(unknown)}: not an evaluation setting; a finished run can be scored "
                           f"again only with other {', '.join(EVAL_FIELDS)} (anything else needs training again)")
+    given = {k: v for k, v in changes.items() if v is not None}
+    if not save:
+        return _rescore(Path(run_dir), given, device=device, seed=seed, save=False)
+    from csigen.parallel import RunLock
+
+    if seed != 0:
+        raise ValueError(f"seed={seed}: a run's record is evaluated with seed 0; --save keeps only that "
+                         "(evaluate with another seed without --save)")
+    with RunLock(run_dir):
+        return _rescore(Path(run_dir), given, device=device, seed=seed, save=True)
+
+
+def _rescore(out: Path, given: dict[str, Any], *, device: str | None, seed: int, save: bool) -> dict[str, Any]:
+    import numpy as np
+
+    from csigen.checkpoint import atomic_write_bytes, atomic_write_json
+    from csigen.config import EVAL_FIELDS, TrainConfig, check_schema_version, same_run_config
+    from csigen.distributed import unwrap
+    from csigen.train import Trainer, environment_info, evaluate_model, load_result
+
     result = load_result(out)
     if result is not None:
         check_schema_version(result.get("schema_version", 0), str(out / "result.json"))
@@ -73,11 +99,26 @@ def rescore_run(run_dir: str | os.PathLike, *, save: bool = False, device: str |
             f"{str(out)!r} holds no finished run (no result.json): only a finished run's record can be "
             "replaced. Finish it first (re-run the same 'python -m csigen train ... --out' command: it "
             "resumes), or evaluate the checkpoint without --save")
-    trainer = Trainer.from_run(out, device=device)  # an interrupted run (checkpoint.pt) too, unless save
-    # the record's config, not the weights' (an earlier re-scoring may have changed its evaluation settings)
-    saved = TrainConfig.from_dict(result["config"]) if result is not None else trainer.config
-    given = {k: v for k, v in changes.items() if v is not None}
-    config = dataclasses.replace(saved, **given)  # validates the new values (ConfigError names the field)
+    # Trainer.from_run takes the record's evaluation settings (an earlier re-scoring may have changed them)
+    saved = TrainConfig.from_dict(result["config"]) if result is not None else None
+    config = dataclasses.replace(saved, **given) if saved is not None else None  # validates the values
+    if save and saved.time_budget_min is not None and config != saved:
+        raise ValueError(
+            f"{str(out)!r} is a time-budget run: its step count was planned from an estimate of its evaluation "
+            "(csigen.budget), so other evaluation settings would have given another run. Evaluate it without "
+            "--save, or train the run again with the new settings")
+    trainer = Trainer.from_run(out, device=device)
+    if config is None:
+        config = dataclasses.replace(trainer.config, **given)
+    saved = saved or trainer.config
+    if save:
+        differ = [f for f in same_run_config(trainer.config.to_dict(), saved) if f not in EVAL_FIELDS]
+        if trainer.step != result.get("steps") or differ:
+            raise ValueError(
+                f"{str(out)!r}: its weights ({trainer.step} steps) are not its result.json's run "
+                f"({result.get('steps')} steps{'; config differs in ' + ', '.join(differ) if differ else ''}), "
+                "e.g. a 'train --force' interrupted beside an old record. Finish training it (re-run the "
+                "train command) before --save")
     changed = {k: [getattr(saved, k), getattr(config, k)] for k in EVAL_FIELDS
                if getattr(saved, k) != getattr(config, k)}
     amp_dtype = trainer.amp_dtype if config.eval_amp else None
@@ -97,20 +138,19 @@ def rescore_run(run_dir: str | os.PathLike, *, save: bool = False, device: str |
         "git_commit": env["git_commit"],
         "csigen_version": env["csigen_version"],
         "device": env["device"],
-        "eval_seed": seed,
+        "eval_seconds": eval_seconds,
         "changed": changed,
         "replaced": {
             "auroc": result.get("auroc"),
             "score": result.get("score"),
             "scores": {name: s.get("auroc") for name, s in (result.get("scores") or {}).items()},
             "eval_samples": result.get("eval_samples"),
-            "eval_seconds": result.get("eval_seconds"),
         },
     }
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **ev["arrays"])
     atomic_write_bytes(out / "scores.npz", buffer.getvalue())
-    train_seconds = result.get("train_seconds") or 0.0
+    atomic_write_json(out / "config.json", config.to_dict())
     new = {
         **result,
         "auroc": ev["auroc"],
@@ -119,11 +159,8 @@ def rescore_run(run_dir: str | os.PathLike, *, save: bool = False, device: str |
         "scores": ev["scores"],
         "eval_samples": ev["eval_samples"],
         "eval_precision": ev["eval_precision"],
-        "eval_seconds": eval_seconds,
-        "seconds": train_seconds + eval_seconds,
         "config": config.to_dict(),
         "rescored": [*result.get("rescored", []), entry],
     }
-    atomic_write_json(out / "result.json", new)
-    atomic_write_json(out / "config.json", config.to_dict())
+    atomic_write_json(out / "result.json", new)  # last: the record
     return report

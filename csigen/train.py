@@ -34,6 +34,7 @@ evaluation come from its own updates (1, f).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import math
 import os
@@ -60,7 +61,13 @@ from csigen.checkpoint import (
     remove_stale_temporaries,
     save_checkpoint,
 )
-from csigen.config import SCHEMA_VERSION, TrainConfig, check_schema_version, require_same_run_config
+from csigen.config import (
+    EVAL_FIELDS,
+    SCHEMA_VERSION,
+    TrainConfig,
+    check_schema_version,
+    require_same_run_config,
+)
 from csigen.distributed import barrier, mean_record, seed_step_generators, shard_rows, unwrap
 from csigen.draws import StepDraws
 
@@ -771,7 +778,10 @@ class Trainer:
         ``history.csv``). The run's config comes from that file; ``config``, when given (a
         notebook's current settings), must describe the same model, otherwise a
         :class:`~csigen.checkpoint.CheckpointError` names each differing field.
-        ``device`` overrides the device the run was trained on (e.g. ``"cpu"``).
+        ``device`` overrides the device the run was trained on (e.g. ``"cpu"``). The
+        evaluation settings (:data:`csigen.config.EVAL_FIELDS`) are those of the run's
+        ``result.json`` when it has one, which ``eval --save`` may have changed
+        (:mod:`csigen.rescore`).
         The returned trainer writes nothing: its ``out_dir`` is None.
         """
         from csigen.disk import run_weights_file
@@ -779,6 +789,10 @@ class Trainer:
         path = run_weights_file(run_dir)  # checkpoint.pt, else weights.pt; FileNotFoundError saying what to do
         state = load_checkpoint(path, map_location="cpu")
         saved = TrainConfig.from_dict({**state["config"], **({"device": device} if device else {})})
+        record = load_result(run_dir)
+        if record is not None and "config" in record:  # evaluation settings: the record's (csigen.rescore)
+            evaluated = TrainConfig.from_dict(record["config"])
+            saved = dataclasses.replace(saved, **{k: getattr(evaluated, k) for k in EVAL_FIELDS})
         if config is not None:
             check_compatible(saved.model_signature(), config.model_signature(), path)
         trainer = cls(saved, None, task=task, progress=False)
