@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "again: one feature pass, then every score (shared, literal, per_shift, csi). Prints one line per score, "
                                    "then the result as JSON (top-level auroc = the primary score). Writes nothing, "
                                    "unless --save: then this evaluation replaces the run's record (scores.npz, "
-                                   "result.json, config.json; what it replaced is kept in result.json's 'rescored'), "
+                                   "result.json, config.json; the AUROCs it replaced stay in result.json's 'rescored'), "
                                    "so a run re-scored to a preset's evaluation settings counts as that preset's run.")
     e.add_argument("--run", required=True, help="a run folder written by 'train'")
     e.add_argument("--score", choices=SCORES, help="primary score, reported as the top-level auroc "
