@@ -29,7 +29,6 @@ the record's settings.
 from __future__ import annotations
 
 import dataclasses
-import io
 import os
 import time
 from pathlib import Path
@@ -84,12 +83,17 @@ def rescore_run(run_dir: str | os.PathLike, *, save: bool = False, device: str |
 
 
 def _rescore(out: Path, given: dict[str, Any], *, device: str | None, seed: int, save: bool) -> dict[str, Any]:
-    import numpy as np
-
-    from csigen.checkpoint import atomic_write_bytes, atomic_write_json
+    from csigen.checkpoint import atomic_write_json
     from csigen.config import EVAL_FIELDS, TrainConfig, check_schema_version, same_run_config
     from csigen.distributed import unwrap
-    from csigen.train import Trainer, environment_info, evaluate_model, load_result
+    from csigen.train import (
+        Trainer,
+        environment_info,
+        evaluate_model,
+        evaluation_record,
+        load_result,
+        write_scores,
+    )
 
     result = load_result(out)
     if result is not None:
@@ -147,18 +151,11 @@ def _rescore(out: Path, given: dict[str, Any], *, device: str | None, seed: int,
             "eval_samples": result.get("eval_samples"),
         },
     }
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **ev["arrays"])
-    atomic_write_bytes(out / "scores.npz", buffer.getvalue())
+    write_scores(out, ev)
     atomic_write_json(out / "config.json", config.to_dict())
     new = {
         **result,
-        "auroc": ev["auroc"],
-        "per_class_auroc": ev["per_class_auroc"],
-        "score": ev["score"],
-        "scores": ev["scores"],
-        "eval_samples": ev["eval_samples"],
-        "eval_precision": ev["eval_precision"],
+        **evaluation_record(ev),
         "config": config.to_dict(),
         "rescored": [*result.get("rescored", []), entry],
     }

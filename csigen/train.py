@@ -993,6 +993,21 @@ def evaluate_model(F: torch.nn.Module, task, config: TrainConfig, *, device: tor
             "eval_precision": precision_name(amp_dtype), "arrays": arrays}
 
 
+def evaluation_record(ev: dict[str, Any]) -> dict[str, Any]:
+    """The fields of ``result.json`` that :func:`evaluate_model`'s result ``ev`` fills."""
+    keys = ("auroc", "per_class_auroc", "score", "scores", "eval_samples", "eval_precision")
+    return {k: ev[k] for k in keys}
+
+
+def write_scores(out_dir: str | os.PathLike, ev: dict[str, Any]) -> None:
+    """``out_dir/scores.npz`` (atomic) from ``ev["arrays"]``: scores (primary), score_<name>, labels, is_inlier."""
+    import io
+
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **ev["arrays"])
+    atomic_write_bytes(Path(out_dir) / "scores.npz", buffer.getvalue())
+
+
 def load_result(out_dir: str | os.PathLike) -> dict[str, Any] | None:
     """``out_dir/result.json`` as a dict, or None if the run has not finished."""
     import json
@@ -1032,7 +1047,6 @@ def run(config: TrainConfig, out_dir: str | os.PathLike, *, resume: bool = True,
     ``world_size``, ``global_batch`` and ``per_process_batch``); the other
     processes return None once training is done.
     """
-    import io
     import json
 
     from csigen.disk import CHECKPOINT_FILE, WEIGHTS_FILE, finish_run_files, refuse_to_resume_finished
@@ -1064,10 +1078,7 @@ def run(config: TrainConfig, out_dir: str | os.PathLike, *, resume: bool = True,
     t_eval = time.perf_counter()
     ev = trainer.evaluate()
     eval_seconds = time.perf_counter() - t_eval
-    buffer = io.BytesIO()
-    # scores (primary), score_<name> for every score, labels, is_inlier
-    np.savez_compressed(buffer, **ev["arrays"])
-    atomic_write_bytes(out / "scores.npz", buffer.getvalue())
+    write_scores(out, ev)
     result = {
         "schema_version": SCHEMA_VERSION,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -1078,12 +1089,7 @@ def run(config: TrainConfig, out_dir: str | os.PathLike, *, resume: bool = True,
         "variant": config.variant,
         "preset": config.preset,
         "seed": config.seed,
-        "auroc": ev["auroc"],
-        "per_class_auroc": ev["per_class_auroc"],
-        "score": ev["score"],
-        "scores": ev["scores"],
-        "eval_samples": ev["eval_samples"],
-        "eval_precision": ev["eval_precision"],
+        **evaluation_record(ev),
         "steps": trainer.step,
         "train_seconds": trainer.train_seconds,
         "eval_seconds": eval_seconds,
