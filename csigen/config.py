@@ -425,10 +425,12 @@ PRESETS: dict[str, Preset] = {
             "steps, R = 10, the whole test image instead of CSI's 54% crop; none was kept). Neither changes a "
             "step's cost: 1.1-1.4 s per csi step, 2.3-2.6 s per full step on an idle 2-core CPU "
             "(bench/throughput.py), so csi takes about 12 min with evaluation (measured idle, seed 0: "
-            "automobile 591 s of training + 102 s of evaluation, cat 602 + 114 s) and full about 20 min. "
+            "automobile 591 s of training + 102 s of evaluation, cat 602 + 114 s) and full 19-20 min "
+            "(measured idle: 1,047-1,093 s of training + about 90 s of evaluation). "
             "Measured (CIFAR-10 JPEG copy, csi, CSI's score, mean of seeds 0-2): automobile 0.888 (0.882, "
             "0.876, 0.907), cat 0.695 (0.671, 0.718, 0.695; on cat the similarity term alone scores about 0.5 "
-            "after 420 steps and the rotation term carries the score). A CPU-scale result, not the paper's "
+            "after 420 steps and the rotation term carries the score); full, same seeds: automobile 0.891, "
+            "cat 0.704. A CPU-scale result, not the paper's "
             "setting.",
         ),
         Preset(
