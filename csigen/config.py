@@ -431,7 +431,7 @@ PRESETS: dict[str, Preset] = {
             "0.876, 0.907), cat 0.695 (0.671, 0.718, 0.695; on cat the similarity term alone scores about 0.5 "
             "after 420 steps and the rotation term carries the score); full, same seeds: automobile 0.891, "
             "cat 0.704. Other classes learn less in 420 steps (seed 0, csi: airplane 0.725, bird 0.605, "
-            "deer 0.606, dog 0.804, frog 0.695; bench/RESULTS.md). A CPU-scale result, not the paper's "
+            "deer 0.606, dog 0.804, frog 0.695, horse 0.867; bench/RESULTS.md). A CPU-scale result, not the paper's "
             "setting.",
         ),
         Preset(
