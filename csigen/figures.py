@@ -413,6 +413,21 @@ def table1(chosen, boot: Bootstrap):
     return table, per_class
 
 
+def coverage_notes(table, chosen) -> dict[tuple[str, str], str]:
+    """``{(dataset, series): "k of n classes"}`` for the cells of :func:`table1` that miss classes.
+
+    ``series`` is the variant's label in the figures (``chosen["series"]``,
+    :func:`paper_score_rows`). A mean over 2 of 10 classes drawn beside one
+    over 10 of 10 looks comparable and is not: Table 1's figure writes the
+    coverage after such a mean.
+    """
+    series = {(d, v, s, p): name for d, v, s, p, name in
+              zip(chosen["dataset"], chosen["variant"], chosen["score"], chosen["preset"], chosen["series"])}
+    return {(r["dataset"], series[(r["dataset"], r["variant"], r["score"], r["preset"])]): r["coverage"]
+            for _, r in table.iterrows()
+            if not r["complete"] and (r["dataset"], r["variant"], r["score"], r["preset"]) in series}
+
+
 def _class_order(dataset: str, classes) -> list[str]:
     """Classes in the dataset's own order where known (CIFAR-10: airplane ... truck), else as found."""
     from csigen.data import class_names
@@ -781,7 +796,7 @@ def _write_table1(w: _Writer, chosen, infos, boot: Bootstrap, score: str | None 
                  if np.isfinite(v)}
     with plotting.style():
         w.figure("table1.png", plotting.table1_figure(
-            seed_means, runs, paper=paper, per_class_paper=csi_marks,
+            seed_means, runs, paper=paper, per_class_paper=csi_marks, notes=coverage_notes(table, chosen),
             title=f"Table 1: one-class AUROC (%), ours (mean ± std over seeds) vs paper (black) — {label}"))
     level = f"{round(100 * boot.confidence)}%"
     w.captions["table1.md, table1.csv, table1_per_class.csv, table1.png"] = _with_mark(
@@ -791,7 +806,8 @@ def _write_table1(w: _Writer, chosen, infos, boot: Bootstrap, score: str | None 
         "per cell, the paper's numbers and ours − paper; per inlier class with CSI's published per-class "
         "numbers (CIFAR-10). The figure shows each seed (dots), the mean ± std over seeds, and the paper's "
         "numbers as black bars; where the seeds cover different classes a mean is one point, the table's "
-        "mean over classes of the per-class means."
+        "mean over classes of the per-class means. A mean over fewer classes than the dataset has is "
+        "labelled with its coverage (e.g. \"2 of 10 classes\") and is not comparable with the paper's."
         + ("" if single else " The per-class panel is drawn only for a single dataset and preset; see "
                              "table1.md for every per-class table."), label) + (
         "\n\nProvenance: " + _provenance(chosen, infos))
@@ -821,10 +837,13 @@ def _write_ablation(w: _Writer, chosen, infos, boot: Bootstrap) -> None:
             frame, paper=paper, title=f"Ablation on {dataset}: CSI → +G → full, AUROC (%) — {label}"))
     more = ("" if len(groups) == 1 else
             f" The figure shows {dataset} (preset {preset}) only; ablation.csv has every dataset and preset.")
+    mean_text = (f"their mean over the {_plural(len(common), 'class')} every variant has, with the paper's "
+                 "94.3 / 94.8 / 95.1 (CIFAR-10) as black bars" if common else
+                 "no mean yet: no inlier class has every variant (the mean, with the paper's 94.3 / 94.8 / "
+                 "95.1 as black bars, is drawn over the classes that have them all)")
     w.captions["ablation.csv, ablation.png"] = _with_mark(
-        f"Ablation (paper Sec. 3.2): csi, csi+g and full per inlier class and their mean over the "
-        f"{_plural(len(common), 'class')} every variant has, with the paper's 94.3 / 94.8 / 95.1 "
-        "(CIFAR-10) as black bars; dots are seeds, error bars ± 1 std over seeds (a mean over seeds that "
+        f"Ablation (paper Sec. 3.2): csi, csi+g and full per inlier class and {mean_text}; dots are seeds, "
+        "error bars ± 1 std over seeds (a mean over seeds that "
         f"cover different classes is one point); ablation.csv adds the {round(100 * boot.confidence)}% "
         f"bootstrap intervals.{more}", label) + "\n\nProvenance: " + _provenance(group, infos)
 

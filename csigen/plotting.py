@@ -443,8 +443,8 @@ def _dodge_offsets(n: int, width: float = 0.8) -> np.ndarray:
 
 def grouped_points(frame, *, x: str, y: str = "auroc", hue: str = "variant", order: Sequence | None = None,
                    hue_order: Sequence | None = None, paper: dict | None = None, paper_label: str = "paper",
-                   annotate: Sequence = (), ax=None, ylabel: str = "AUROC (%)", title: str | None = None,
-                   chance: float | None = 50.0):
+                   annotate: Sequence = (), notes: dict | None = None, ax=None, ylabel: str = "AUROC (%)",
+                   title: str | None = None, chance: float | None = 50.0):
     """Each row of ``frame`` (a run, or a seed's mean) as a faint dot; per (x, hue) the mean +- 1 std.
 
     Seaborn does the statistics: ``stripplot`` for the rows, ``pointplot``
@@ -452,7 +452,9 @@ def grouped_points(frame, *, x: str, y: str = "auroc", hue: str = "variant", ord
     population std, ``ddof=0``, as the tables of :mod:`csigen.results`), both
     dodged the same way. ``paper`` maps ``(x, hue)`` to
     the paper's number, drawn as a black bar at that position. Means of the
-    ``x`` values listed in ``annotate`` are written beside their markers.
+    ``x`` values listed in ``annotate`` are written beside their markers,
+    followed by ``notes[(x, hue)]`` in brackets where given (e.g. "2 of 10
+    classes" for a mean that does not cover the whole dataset).
     A dotted line marks ``chance`` (50% AUROC) when it is in view.
     """
     import seaborn as sns
@@ -491,7 +493,9 @@ def grouped_points(frame, *, x: str, y: str = "auroc", hue: str = "variant", ord
         for j, hv in enumerate(hue_s):
             if (str(xv), hv) in means.index and str(xv) in order_s:
                 pos = order_s.index(str(xv)) + offsets[j]
-                ax.annotate(f"{means[(str(xv), hv)]:.1f}", (pos, means[(str(xv), hv)]), xytext=(4, 0),
+                note = (notes or {}).get((xv, hv)) or (notes or {}).get((str(xv), hv))
+                text = f"{means[(str(xv), hv)]:.1f}" + (f" ({note})" if note else "")
+                ax.annotate(text, (pos, means[(str(xv), hv)]), xytext=(4, 0),
                             textcoords="offset points", fontsize=7, va="center", ha="left")
     stats = data.groupby([x, hue])[y].agg(["mean", lambda v: np.std(v.to_numpy(dtype=float))])
     values = [*data[y].to_numpy(dtype=float), *(stats.iloc[:, 0] + stats.iloc[:, 1]),
@@ -540,7 +544,7 @@ def _figure(width: float, height: float, nrows: int = 1, ncols: int = 1, **kw):
 
 def table1_figure(seed_means, per_class=None, *, paper: dict | None = None,
                   per_class_paper: dict | None = None, title: str = "Table 1: one-class AUROC (%)",
-                  per_class_title: str | None = None):
+                  per_class_title: str | None = None, notes: dict | None = None):
     """Table 1 as a figure: mean AUROC per dataset and variant (left), per inlier class (right).
 
     ``seed_means``: one row per (dataset, variant, seed) with the class mean
@@ -548,6 +552,9 @@ def table1_figure(seed_means, per_class=None, *, paper: dict | None = None,
     ``paper``: ``{(dataset, variant): value}``. ``per_class``: one row per run
     with ``class``, ``variant``, ``auroc``; ``per_class_paper``:
     ``{(class, variant): value}`` (CSI's published per-class numbers).
+    ``notes``: ``{(dataset, variant): text}`` written after a mean's value,
+    e.g. the coverage of a mean over fewer classes than the dataset has, so
+    that means over different classes are not read as comparable.
     Returns a matplotlib ``Figure``.
     """
     n_classes = per_class["class"].nunique() if per_class is not None and len(per_class) else 0
@@ -556,7 +563,7 @@ def table1_figure(seed_means, per_class=None, *, paper: dict | None = None,
         widths.append(max(5.0, 0.75 * n_classes + 1.5) + 1.5)
     fig, axes = _figure(sum(widths) + 0.5, 3.9, 1, len(widths), width_ratios=widths)
     grouped_points(seed_means, x="dataset", paper=paper, annotate=list(dict.fromkeys(seed_means["dataset"])),
-                   ax=axes[0, 0], title="mean over classes (dots: seeds)")
+                   notes=notes, ax=axes[0, 0], title="mean over classes (dots: seeds)")
     if n_classes:
         grouped_points(per_class, x="class", paper=per_class_paper, paper_label="CSI (paper), per class",
                        ax=axes[0, 1], title=per_class_title or "per inlier class (dots: seeds)")

@@ -36,6 +36,17 @@ def test_cpu_budget_benchmark_reports_each_class_and_resumes(tmp_path):
     assert "(finished earlier)" in again and again.strip().splitlines()[-1] == lines[-1]  # read back, not redone
 
 
+def test_cpu_reproduction_appends_only_new_lines_to_its_logs(tmp_path):
+    # tools/cpu_reproduction.sh re-run reports the finished runs again: their lines are not repeated in the logs
+    script = (ROOT / "tools" / "cpu_reproduction.sh").read_text()
+    function = re.search(r"^append_new\(\) \{.*?^\}", script, re.S | re.M).group(0)
+    log = tmp_path / "stage.log"
+    for text in ("a\nb\n", "a\nc\nb\nc\nd\n"):
+        subprocess.run(["bash", "-c", f'{function}\nappend_new "$1"', "_", str(log)], input=text, text=True,
+                       check=True, timeout=60)
+    assert log.read_text() == "a\nb\nc\nd\n"
+
+
 def test_cpu_budget_overrides_fields_and_rejects_unknown_ones(tmp_path):
     cmd = [sys.executable, str(ROOT / "bench" / "cpu_budget.py"), "--preset", "smoke", "--dataset", "shapes",
            "--classes", "stripes", "--out", str(tmp_path), "--no-progress", "--set", "f_width=8",

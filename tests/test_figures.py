@@ -242,6 +242,26 @@ def test_figures_with_one_score_for_every_variant(sweep, tmp_path, capsys):
     assert "{" not in readme  # every caption's fields filled in
 
 
+def test_coverage_notes_name_only_the_cells_that_miss_classes():
+    table = pd.DataFrame({"dataset": ["cifar10", "cifar10"], "variant": ["csi", "full"], "score": ["csi", "csi"],
+                          "preset": ["cpu", "cpu"], "coverage": ["10 of 10 classes", "2 of 10 classes"],
+                          "complete": [True, False]})
+    chosen = pd.DataFrame({"dataset": ["cifar10"] * 3, "variant": ["csi", "full", "full"], "score": ["csi"] * 3,
+                           "preset": ["cpu"] * 3, "series": ["csi", "full [csi]", "full [csi]"]})
+    assert figures.coverage_notes(table, chosen) == {("cifar10", "full [csi]"): "2 of 10 classes"}
+
+
+def test_ablation_without_a_class_that_has_every_variant_draws_no_mean(genuine_run, tmp_path, capsys):
+    root = tmp_path / "runs"
+    _derive(genuine_run, root, variant="csi", cls="cat", seed=0, k=10)
+    _derive(genuine_run, root, variant="full", cls="dog", seed=0, k=12)
+    assert main(["figures", "--runs", str(root), "--out", str(tmp_path / "out"), "--bootstrap", "20"]) == 0
+    ab = pd.read_csv(tmp_path / "out" / "ablation.csv")
+    assert "mean" not in set(ab["class"]) and sorted(ab["class"]) == ["cat", "dog"]
+    caption = (tmp_path / "out" / "README.md").read_text().split("## ablation.csv")[1]
+    assert "no mean yet: no inlier class has every variant" in caption and "0 classes" not in caption
+
+
 def test_figure2_draws_real_images_above_reconstructions(genuine_run):
     images = figures.figure2_images(genuine_run, n=3, seed=0)
     assert images["inliers"].shape == images["inlier_recon"].shape == (3, 3, 32, 32)

@@ -148,6 +148,15 @@ def test_compare_with_paper():
         plotting.compare_with_paper(table.drop(columns="paper"))
 
 
+def test_table1_figure_labels_a_partial_mean_with_its_coverage():
+    seed_means = pd.DataFrame({"dataset": ["cifar10"] * 4, "variant": ["csi", "full", "full", "full"],
+                               "seed": [0, 0, 1, 2], "auroc": [76.3, 79.0, 80.0, 80.1]})
+    fig = plotting.table1_figure(seed_means, paper={("cifar10", "csi"): 94.3, ("cifar10", "full"): 95.1},
+                                 notes={("cifar10", "full"): "2 of 10 classes"})
+    texts = sorted(t.get_text() for t in fig.axes[0].texts)
+    assert texts == ["76.3", "79.7 (2 of 10 classes)"]  # the complete mean carries no note
+
+
 class _FakeTrainer:
     def __init__(self):
         self.frame = _history(10)

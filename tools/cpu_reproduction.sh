@@ -10,9 +10,13 @@ data=${1:-../shared/data/cifar10-jpg}
 out=${2:-results/cifar10-cpu}
 py=${PYTHON:-python}
 mkdir -p "$out/logs"
-stage() {  # stage NAME ARGS...: one bench/cpu_budget.py call, its output appended to OUT/logs/NAME.log
+append_new() {  # append_new FILE: append the lines of stdin that FILE does not hold yet, as they come
+  # (a re-run reports the runs it finds finished again; their lines are in the log already)
+  awk -v f="$1" 'BEGIN { while ((getline l < f) > 0) seen[l] = 1 } !seen[$0]++ { print; fflush() }' >> "$1"
+}
+stage() {  # stage NAME ARGS...: one bench/cpu_budget.py call, its new output lines appended to OUT/logs/NAME.log
   local name=$1; shift
-  "$py" bench/cpu_budget.py --data-root "$data" --out "$out" --no-progress "$@" >> "$out/logs/$name.log" 2>&1
+  "$py" bench/cpu_budget.py --data-root "$data" --out "$out" --no-progress "$@" 2>&1 | append_new "$out/logs/$name.log"
 }
 # issue 12's acceptance runs first: automobile and cat, csi (three seeds), then full (seed 0 of both
 # classes first, for an early paired look at full against csi, then seeds 1 and 2)
@@ -26,7 +30,7 @@ stage csi-all --variants csi --seeds 0
 # out of OUT so the tables hold one recipe; figures: --figure2-run OUT-figure2/imagefolder-cat-full-1600
 "$py" -m csigen train --dataset imagefolder --data-root "$data" --inlier cat --variant full --preset cpu \
   --epochs 26 --max-steps 1600 --no-progress --out "$out-figure2/imagefolder-cat-full-1600" \
-  >> "$out/logs/figure2.log" 2>&1
+  2>&1 | append_new "$out/logs/figure2.log"
 # then the rest of the ablation
 stage ablation --variants csi+g full --seeds 0
 stage csig-seeds --classes automobile cat --variants csi+g --seeds 1 2
