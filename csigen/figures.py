@@ -817,7 +817,7 @@ def _write_ablation(w: _Writer, chosen, infos, boot: Bootstrap) -> None:
     import pandas as pd
 
     from csigen import plotting
-    from csigen.results import paper_number
+    from csigen.results import DATASET_CLASSES, paper_number
 
     w.write("ablation.csv", ablation(chosen, boot).to_csv(index=False))
     groups = list(chosen.groupby(["dataset", "preset"], sort=False))
@@ -832,9 +832,12 @@ def _write_ablation(w: _Writer, chosen, infos, boot: Bootstrap) -> None:
     order = {c: i for i, c in enumerate(_class_order(dataset, group["class"]) + ["mean"])}
     frame = frame.iloc[np.argsort([order[c] for c in frame["class"]], kind="stable")]
     paper = {("mean", v): paper_number(dataset, v) for v in group["series"]}
+    total = DATASET_CLASSES.get(dataset, group["class"].nunique())
+    mean_label = f"mean\n({len(common)} of {total} classes)" if len(common) < total else None  # not the paper's
     with plotting.style():
         w.figure("ablation.png", plotting.ablation_figure(
-            frame, paper=paper, title=f"Ablation on {dataset}: CSI → +G → full, AUROC (%) — {label}"))
+            frame, paper=paper, mean_label=mean_label,
+            title=f"Ablation on {dataset}: CSI → +G → full, AUROC (%) — {label}"))
     more = ("" if len(groups) == 1 else
             f" The figure shows {dataset} (preset {preset}) only; ablation.csv has every dataset and preset.")
     mean_text = (f"their mean over the {_plural(len(common), 'class')} every variant has, with the paper's "

@@ -571,18 +571,23 @@ def table1_figure(seed_means, per_class=None, *, paper: dict | None = None,
     return fig
 
 
-def ablation_figure(frame, *, paper: dict | None = None, title: str = "Ablation: CSI -> +G -> full"):
+def ablation_figure(frame, *, paper: dict | None = None, title: str = "Ablation: CSI -> +G -> full",
+                    mean_label: str | None = None):
     """The ablation: AUROC of each variant per inlier class, and their mean (the last group, ``"mean"``).
 
     ``frame``: one row per run (``class``, ``variant``, ``auroc``), plus one
     row per seed with ``class == "mean"`` holding that seed's class mean;
-    ``paper``: ``{("mean", variant): value}``. Returns a ``Figure``.
+    ``paper``: ``{("mean", variant): value}``; ``mean_label``: the mean's
+    tick label instead of "mean" (e.g. "mean\\n(1 of 10 classes)" for a mean
+    that does not cover the dataset). Returns a ``Figure``.
     """
     classes = list(dict.fromkeys(frame["class"]))
     order = [c for c in classes if c != "mean"] + (["mean"] if "mean" in classes else [])
     fig, axes = _figure(max(5.0, 0.35 * len(order) * frame["variant"].nunique() + 1.5) + 1.0, 3.9)
-    grouped_points(frame, x="class", order=order, paper=paper, annotate=["mean"], ax=axes[0, 0],
-                   title="per inlier class and mean (dots: seeds; bars: ±1 std over seeds)")
+    ax = grouped_points(frame, x="class", order=order, paper=paper, annotate=["mean"], ax=axes[0, 0],
+                        title="per inlier class and mean (dots: seeds; bars: ±1 std over seeds)")
+    if mean_label and "mean" in order:
+        ax.set_xticks(range(len(order)), [mean_label if c == "mean" else c for c in order])
     fig.suptitle(title)
     return fig
 

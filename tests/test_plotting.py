@@ -157,6 +157,18 @@ def test_table1_figure_labels_a_partial_mean_with_its_coverage():
     assert texts == ["76.3", "79.7 (2 of 10 classes)"]  # the complete mean carries no note
 
 
+def test_ablation_figure_labels_a_partial_mean():
+    frame = pd.DataFrame({"class": ["cat", "cat", "mean", "mean"], "variant": ["csi", "full"] * 2,
+                          "seed": [0] * 4, "auroc": [70.0, 71.0, 70.0, 71.0]})
+    fig = plotting.ablation_figure(frame, paper={("mean", "csi"): 94.3, ("mean", "full"): 95.1},
+                                   mean_label="mean\n(1 of 10 classes)")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["cat", "mean\n(1 of 10 classes)"]
+    assert sorted(t.get_text() for t in ax.texts) == ["70.0", "71.0"]
+    plain = plotting.ablation_figure(frame).axes[0]
+    assert [t.get_text() for t in plain.get_xticklabels()] == ["cat", "mean"]
+
+
 class _FakeTrainer:
     def __init__(self):
         self.frame = _history(10)
