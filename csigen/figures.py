@@ -424,8 +424,7 @@ def coverage_notes(table, chosen) -> dict[tuple[str, str], str]:
     series = {(d, v, s, p): name for d, v, s, p, name in
               zip(chosen["dataset"], chosen["variant"], chosen["score"], chosen["preset"], chosen["series"])}
     return {(r["dataset"], series[(r["dataset"], r["variant"], r["score"], r["preset"])]): r["coverage"]
-            for _, r in table.iterrows()
-            if not r["complete"] and (r["dataset"], r["variant"], r["score"], r["preset"]) in series}
+            for _, r in table.iterrows() if not r["complete"]}
 
 
 def _class_order(dataset: str, classes) -> list[str]:
@@ -817,7 +816,7 @@ def _write_ablation(w: _Writer, chosen, infos, boot: Bootstrap) -> None:
     import pandas as pd
 
     from csigen import plotting
-    from csigen.results import DATASET_CLASSES, paper_number
+    from csigen.results import DATASET_CLASSES, coverage_text, paper_number
 
     w.write("ablation.csv", ablation(chosen, boot).to_csv(index=False))
     groups = list(chosen.groupby(["dataset", "preset"], sort=False))
@@ -833,7 +832,7 @@ def _write_ablation(w: _Writer, chosen, infos, boot: Bootstrap) -> None:
     frame = frame.iloc[np.argsort([order[c] for c in frame["class"]], kind="stable")]
     paper = {("mean", v): paper_number(dataset, v) for v in group["series"]}
     total = DATASET_CLASSES.get(dataset, group["class"].nunique())
-    mean_label = f"mean\n({len(common)} of {total} classes)" if len(common) < total else None  # not the paper's
+    mean_label = f"mean\n({coverage_text(len(common), total)})" if len(common) < total else None  # not the paper's
     with plotting.style():
         w.figure("ablation.png", plotting.ablation_figure(
             frame, paper=paper, mean_label=mean_label,

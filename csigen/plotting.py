@@ -489,11 +489,12 @@ def grouped_points(frame, *, x: str, y: str = "auroc", hue: str = "variant", ord
                   label=None if drawn_paper else paper_label)
         drawn_paper = True
     means = data.groupby([x, hue])[y].mean()
+    notes = {(str(xv), str(hv)): text for (xv, hv), text in (notes or {}).items()}
     for xv in annotate:
         for j, hv in enumerate(hue_s):
             if (str(xv), hv) in means.index and str(xv) in order_s:
                 pos = order_s.index(str(xv)) + offsets[j]
-                note = (notes or {}).get((xv, hv)) or (notes or {}).get((str(xv), hv))
+                note = notes.get((str(xv), hv))
                 text = f"{means[(str(xv), hv)]:.1f}" + (f" ({note})" if note else "")
                 ax.annotate(text, (pos, means[(str(xv), hv)]), xytext=(4, 0),
                             textcoords="offset points", fontsize=7, va="center", ha="left")

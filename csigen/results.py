@@ -57,6 +57,11 @@ def paper_number(dataset: str, variant: str) -> float | None:
     return PAPER_TABLE1.get(dataset, {}).get(column) if column else None
 
 
+def coverage_text(classes: int, total: int) -> str:
+    """How many of a dataset's classes a mean covers, as the tables and figures write it: "2 of 10 classes"."""
+    return f"{classes} of {total} classes"
+
+
 def auroc_of(result: dict, score: str) -> float:
     """A run record's AUROC (fraction) under ``score``: from its ``"scores"``, or its top-level ``"auroc"``
     when that is the score it reported; NaN when the record did not store that score (older records)."""
@@ -240,7 +245,7 @@ def compare_with_paper(runs, expected_classes: int | dict[str, int] | None = Non
             "dataset": dataset, "variant": variant, "score": score, "preset": preset,
             "classes": len(classes), "seeds": len(class_sets), "ours (measured)": measured, "ours (std)": std,
             "paper": np.nan if paper is None else paper, "paper score": PAPER_SCORE.get(variant) == score,
-            "complete": len(classes) >= total, "coverage": f"{len(classes)} of {total} classes",
+            "complete": len(classes) >= total, "coverage": coverage_text(len(classes), total),
         })
     table = pd.DataFrame(rows, columns=columns)
 
