@@ -452,8 +452,8 @@ def grouped_points(frame, *, x: str, y: str = "auroc", hue: str = "variant", ord
     population std, ``ddof=0``, as the tables of :mod:`csigen.results`), both
     dodged the same way. ``paper`` maps ``(x, hue)`` to
     the paper's number, drawn as a black bar at that position. Means of the
-    ``x`` values listed in ``annotate`` are written beside their markers,
-    followed by ``notes[(x, hue)]`` in brackets where given (e.g. "2 of 10
+    ``x`` values listed in ``annotate`` are written above their markers,
+    with ``notes[(x, hue)]`` in brackets on a second line where given (e.g. "2 of 10
     classes" for a mean that does not cover the whole dataset).
     A dotted line marks ``chance`` (50% AUROC) when it is in view.
     """
@@ -488,17 +488,19 @@ def grouped_points(frame, *, x: str, y: str = "auroc", hue: str = "variant", ord
         ax.hlines(value, pos - half, pos + half, colors=PAPER_COLOR, linewidth=2.2, zorder=5,
                   label=None if drawn_paper else paper_label)
         drawn_paper = True
-    means = data.groupby([x, hue])[y].mean()
+    stats = data.groupby([x, hue])[y].agg(["mean", lambda v: np.std(v.to_numpy(dtype=float))])
     notes = {(str(xv), str(hv)): text for (xv, hv), text in (notes or {}).items()}
     for xv in annotate:
         for j, hv in enumerate(hue_s):
-            if (str(xv), hv) in means.index and str(xv) in order_s:
+            if (str(xv), hv) in stats.index and str(xv) in order_s:
                 pos = order_s.index(str(xv)) + offsets[j]
+                mean, std = stats.loc[(str(xv), hv)]
                 note = notes.get((str(xv), hv))
-                text = f"{means[(str(xv), hv)]:.1f}" + (f" ({note})" if note else "")
-                ax.annotate(text, (pos, means[(str(xv), hv)]), xytext=(4, 0),
-                            textcoords="offset points", fontsize=7, va="center", ha="left")
-    stats = data.groupby([x, hue])[y].agg(["mean", lambda v: np.std(v.to_numpy(dtype=float))])
+                # centred above the marker's error bar, the note on a line of its own: labels of
+                # neighbouring variants (a third of a tick apart) do not run into each other
+                text = f"{mean:.1f}" + (f"\n({note})" if note else "")
+                ax.annotate(text, (pos, mean + std), xytext=(0, 3), textcoords="offset points",
+                            fontsize=7, va="bottom", ha="center", linespacing=1.0)
     values = [*data[y].to_numpy(dtype=float), *(stats.iloc[:, 0] + stats.iloc[:, 1]),
               *(stats.iloc[:, 0] - stats.iloc[:, 1])]
     values += [v for v in (paper or {}).values() if v is not None]

@@ -154,7 +154,7 @@ def test_table1_figure_labels_a_partial_mean_with_its_coverage():
     fig = plotting.table1_figure(seed_means, paper={("cifar10", "csi"): 94.3, ("cifar10", "full"): 95.1},
                                  notes={("cifar10", "full"): "2 of 10 classes"})
     texts = sorted(t.get_text() for t in fig.axes[0].texts)
-    assert texts == ["76.3", "79.7 (2 of 10 classes)"]  # the complete mean carries no note
+    assert texts == ["76.3", "79.7\n(2 of 10 classes)"]  # the complete mean carries no note
 
 
 def test_ablation_figure_labels_a_partial_mean():
@@ -167,6 +167,31 @@ def test_ablation_figure_labels_a_partial_mean():
     assert sorted(t.get_text() for t in ax.texts) == ["70.0", "71.0"]
     plain = plotting.ablation_figure(frame).axes[0]
     assert [t.get_text() for t in plain.get_xticklabels()] == ["cat", "mean"]
+
+
+def test_mean_labels_of_neighbouring_variants_do_not_overlap():
+    # three variants with nearly equal means: labels written beside the markers ran into each other
+    frame = pd.DataFrame({"class": ["cat"] * 3 + ["mean"] * 3, "variant": ["csi", "csi+g", "full"] * 2,
+                          "seed": [0] * 6, "auroc": [70.0, 70.2, 70.1, 80.6, 80.9, 80.5]})
+    fig = plotting.ablation_figure(frame, mean_label="mean\n(1 of 10 classes)")
+    seed_means = pd.DataFrame({"dataset": ["cifar10"] * 3, "variant": ["csi", "csi+g", "full"],
+                               "seed": [0] * 3, "auroc": [76.3, 76.5, 76.4]})
+    table1 = plotting.table1_figure(seed_means, notes={("cifar10", "csi+g"): "2 of 10 classes",
+                                                       ("cifar10", "full"): "3 of 10 classes"})
+    for figure, expected in ((fig, 3), (table1, 3)):
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        renderer = FigureCanvasAgg(figure).get_renderer()
+        ax = figure.axes[0]
+        labels = sorted(ax.texts, key=lambda t: t.xy[0])
+        assert len(labels) == expected
+        # each label stays inside its own variant's slot (half-way to the neighbouring markers), so it
+        # covers neither another label nor another variant's marker
+        xs = [ax.transData.transform(t.xy)[0] for t in labels]
+        half = min(b - a for a, b in zip(xs, xs[1:])) / 2
+        for label, x in zip(labels, xs):
+            box = label.get_window_extent(renderer)
+            assert x - half <= box.x0 and box.x1 <= x + half, (label.get_text(), box, x, half)
 
 
 class _FakeTrainer:
