@@ -45,6 +45,15 @@ def test_cpu_reproduction_appends_only_new_lines_to_its_logs(tmp_path):
         subprocess.run(["bash", "-c", f'{function}\nappend_new "$1"', "_", str(log)], input=text, text=True,
                        check=True, timeout=60)
     assert log.read_text() == "a\nb\nc\nd\n"
+    # a finished run re-reported (its scores perhaps in another order) is not a new line; a new run is
+    runs = tmp_path / "runs.log"
+    first = "cat csi seed=0 auroc=0.671 [shared=0.499 csi=0.671]\n"
+    again = ("cat csi seed=0 auroc=0.671 [csi=0.671 shared=0.499] (finished earlier)\n"
+             "cat full seed=0 auroc=0.685 [csi=0.685] (finished earlier)\n")
+    for text in (first, again, again):
+        subprocess.run(["bash", "-c", f'{function}\nappend_new "$1"', "_", str(runs)], input=text, text=True,
+                       check=True, timeout=60)
+    assert runs.read_text() == first + "cat full seed=0 auroc=0.685 [csi=0.685] (finished earlier)\n"
 
 
 def test_cpu_budget_overrides_fields_and_rejects_unknown_ones(tmp_path):

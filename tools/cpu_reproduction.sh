@@ -11,8 +11,14 @@ out=${2:-results/cifar10-cpu}
 py=${PYTHON:-python}
 mkdir -p "$out/logs"
 append_new() {  # append_new FILE: append the lines of stdin that FILE does not hold yet, as they come
-  # (a re-run reports the runs it finds finished again; their lines are in the log already)
-  awk -v f="$1" 'BEGIN { while ((getline l < f) > 0) seen[l] = 1 } !seen[$0]++ { print; fflush() }' >> "$1"
+  # (a re-run reports the runs it finds finished again; their lines are in the log already: a line ending
+  # "(finished earlier)" is a repeat when the log has any line of that run, "<class> <variant> seed=<n>",
+  # since the line written when the run finished has no such ending)
+  awk -v f="$1" '
+    function run_of(line,  a) { split(line, a, " "); return a[3] ~ /^seed=/ ? a[1] " " a[2] " " a[3] : "" }
+    BEGIN { while ((getline l < f) > 0) { seen[l] = 1; if (run_of(l) != "") done[run_of(l)] = 1 } }
+    / \(finished earlier\)$/ && (run_of($0) in done) { next }
+    !seen[$0]++ { if (run_of($0) != "") done[run_of($0)] = 1; print; fflush() }' >> "$1"
 }
 stage() {  # stage NAME ARGS...: one bench/cpu_budget.py call, its new output lines appended to OUT/logs/NAME.log
   local name=$1; shift
