@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     batch = trainers[args.variants[0]].batch_size
 
     def cycle(trainer: Trainer) -> float:
-        sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
+        sync = (lambda: torch.cuda.synchronize(trainer.device)) if trainer.device.type == "cuda" else (lambda: None)
         sync()
         t0 = time.perf_counter()
         for _ in range(n):

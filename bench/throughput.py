@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     first = trainers[args.variants[0]]
     n, batch = first.config.gan_every, first.batch_size
     cuda = first.device.type == "cuda"
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    sync = (lambda: torch.cuda.synchronize(first.device)) if cuda else (lambda: None)  # that GPU, not the current one
 
     def cycle(trainer: Trainer) -> float:
         sync()

@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dataset folder (default: $CSIGEN_DATA or ~/.cache/csigen/data); "
                         "CIFAR downloads there when missing")
     t.add_argument("--no-download", action="store_true", help="never download; fail with instructions instead")
+    t.add_argument("--cifar100-superclasses", choices=("csi", "torchvision"), default=None,
+                   help="cifar100: the 20 superclasses' grouping: csi (default, CSI's list, behind the paper's numbers) or torchvision (the dataset's official coarse labels; CSI's list differs, alinlab/CSI issue 21)")
     t.add_argument("--seed", type=int, default=0, help="random seed (weights, data order, augmentations)")
     t.add_argument("--out", default=None, help="output folder (default runs/<dataset>-<inlier>-<variant>-<preset>-s<seed>)")
     t.add_argument("--resume", action="store_true",
@@ -48,7 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "(its checkpoint and result are overwritten)")
     t.add_argument("--keep-checkpoint", action="store_true",
                    help="keep checkpoint.pt (with the optimiser state, about twice the size) when the run finishes, "
-                        "so it can be trained further; by default only the weights are kept (weights.pt)")
+                        "so it can be trained further (--continue); by default only the weights are kept (weights.pt)")
+    t.add_argument("--continue", action="store_true", dest="continue_run",
+                   help="train the run in --out further from its checkpoint.pt (a run finished with "
+                        "--keep-checkpoint, or an interrupted one), e.g. with a larger --max-steps or --epochs, "
+                        "then evaluate it again; its old result is replaced. A slim finished run (weights.pt "
+                        "only) cannot continue: --force retrains it from step 0")
     t.add_argument("--device", default="auto", help="auto (GPU if available), cpu or cuda[:N]")
     t.add_argument("--epochs", type=int, help="override the preset's number of epochs")
     t.add_argument("--max-steps", type=int, help="override the preset's cap on training steps")
@@ -102,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds to run")
     w.add_argument("--preset", default="smoke", choices=sorted(PRESETS), help="preset for every run")
     w.add_argument("--data-root", default=None, help="as for train")
+    w.add_argument("--cifar100-superclasses", choices=("csi", "torchvision"), default=None, help="as for train")
     w.add_argument("--out", default="runs/sweep", help="root folder of the sweep")
     w.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     w.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -222,7 +230,7 @@ def cmd_train(args: argparse.Namespace) -> dict | None:
         "device": args.device,
     }
     for name in ("epochs", "max_steps", "batch_size", "f_optimizer", "score", "eval_samples",
-                 "max_train", "max_test", "time_budget_min"):
+                 "max_train", "max_test", "time_budget_min", "cifar100_superclasses"):
         value = getattr(args, name)
         if value is not None:
             overrides[name] = value
@@ -241,6 +249,8 @@ def _train(args: argparse.Namespace, config, world) -> dict | None:
     from csigen.train import run
 
     out = Path(args.out) if args.out else run_dir("runs", config)
+    if args.continue_run:
+        return _continue(args, config, world, out)
     # Re-running a command is safe (with or without --resume): run() reports a finished run with the
     # same configuration, resumes an interrupted one, and refuses (RunConfigMismatchError, exit 2,
     # nothing written) a folder holding a run with another configuration unless --force.
@@ -264,6 +274,28 @@ def _train(args: argparse.Namespace, config, world) -> dict | None:
     return result
 
 
+def _continue(args: argparse.Namespace, config, world, out: Path) -> dict | None:
+    """``train --continue``: the run in ``out`` trains on from its checkpoint.pt with this configuration."""
+    from csigen.checkpoint import CheckpointError
+    from csigen.parallel import locked_run
+    from csigen.train import run
+
+    if args.force:
+        raise ValueError("--continue and --force contradict each other: --continue trains on from checkpoint.pt, "
+                         "--force starts over from step 0; pass one of them")
+    if not (out / "checkpoint.pt").is_file():
+        held = ("a slim finished run (weights.pt: its optimiser state was dropped when it finished)"
+                if (out / "weights.pt").is_file() else "no run")
+        raise CheckpointError(
+            f"nothing to continue in {str(out)!r}: it holds {held} and no checkpoint.pt. Only a run finished with "
+            "--keep-checkpoint (or an interrupted one) can be trained further; --force retrains this one from step 0")
+    train = locked_run if not world.active else run
+    # force: the folder's run may have another max_steps/epochs; resume: from its checkpoint, whose networks must
+    # fit this configuration (Trainer.load_state_dict checks the model signature)
+    return train(config, out, resume=True, progress=not args.no_progress, force=True,
+                 keep_checkpoint=args.keep_checkpoint)
+
+
 def cmd_eval(args: argparse.Namespace) -> dict:
     from csigen.rescore import rescore_run
 
@@ -285,9 +317,10 @@ def cmd_sweep(args: argparse.Namespace) -> dict:
     from csigen.data import class_names
     from csigen.results import collect, compare_with_paper, sweep
 
-    inliers = args.inliers or class_names(args.dataset, root=args.data_root)
+    grouping = {"cifar100_superclasses": args.cifar100_superclasses} if args.cifar100_superclasses else {}
+    inliers = args.inliers or class_names(args.dataset, root=args.data_root, **grouping)
     configs = [make_config(args.preset, dataset=args.dataset, inlier=_inlier(c), variant=v, seed=s,
-                           data_root=args.data_root, device=args.device)
+                           data_root=args.data_root, device=args.device, **grouping)
                for s in args.seeds for c in inliers for v in args.variants]
     if args.launcher == "local" and not args.devices:
         sweep(configs, args.out, progress=not args.no_progress, keep_checkpoint=args.keep_checkpoint,

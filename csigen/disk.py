@@ -46,8 +46,8 @@ from typing import Any
 from csigen.checkpoint import CheckpointError
 
 __all__ = [
-    "CHECKPOINT_FILE", "WEIGHTS_FILE", "DiskFullError", "FinishedRunError", "NotEnoughSpaceError", "RunDisk",
-    "SweepDisk", "check_sweep_space", "estimate_run_disk", "estimate_sweep_disk", "finish_run_files",
+    "CHECKPOINT_FILE", "RECORD_FILES", "WEIGHTS_FILE", "DiskFullError", "FinishedRunError", "NotEnoughSpaceError", "RunDisk",
+    "SweepDisk", "check_sweep_space", "discard_records_for_retraining", "estimate_run_disk", "estimate_sweep_disk", "finish_run_files",
     "format_bytes", "has_run_weights", "is_no_space", "network_state_bytes", "no_space_error", "refuse_to_resume_finished",
     "run_weights_file", "weights_state",
 ]
@@ -169,6 +169,35 @@ def finish_run_files(trainer, out_dir: str | os.PathLike, *, keep_checkpoint: bo
     save_checkpoint(weights, weights_state(trainer.state_dict()))
     checkpoint.unlink(missing_ok=True)
     return weights
+
+
+#: What a run's evaluation and measurements write, derived from its networks: stale once they train again.
+RECORD_FILES = ("result.json", "scores.npz", "fid.json", "fid_records.json")
+
+
+def discard_records_for_retraining(out_dir: str | os.PathLike, *, restart: bool) -> list[str]:
+    """Remove what a run folder holds of a run that is about to be trained again (``force=True``); returns the names.
+
+    Without this, a forced run's folder kept the old ``result.json`` while it trained:
+    ``table``, ``figures`` and sweeps reported the old run as finished, and an interrupted
+    forced run was then "already finished" (or scored with its new, partly trained
+    weights against the old ``scores.npz``). ``result.json`` goes first, so at no moment
+    does the folder read as a finished run whose files disagree. Always removed:
+    :data:`RECORD_FILES` and ``weights.pt``; with ``restart`` (training from step 0,
+    not continuing ``checkpoint.pt``) also ``checkpoint.pt``, ``history.csv`` and the
+    G snapshots (``g_snapshots/``). ``config.json`` is rewritten by the caller.
+    """
+    out = Path(out_dir)
+    names = [*RECORD_FILES, WEIGHTS_FILE] + ([CHECKPOINT_FILE, "history.csv"] if restart else [])
+    removed = []
+    for name in names:
+        if (out / name).is_file():
+            (out / name).unlink()
+            removed.append(name)
+    if restart and (out / "g_snapshots").is_dir():  # csigen.fid.G_SNAPSHOT_DIR (not imported: it imports torch)
+        shutil.rmtree(out / "g_snapshots")
+        removed.append("g_snapshots/")
+    return removed
 
 
 def refuse_to_resume_finished(out_dir: str | os.PathLike | None) -> None:

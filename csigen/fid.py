@@ -551,7 +551,11 @@ def _calculate_fid(input1, input2, *, batch_size, device, seed, weights_path, ca
         # torch-fidelity's cache names ignore the weights file: keep one cache per weights file.
         tag = hashlib.sha1(str(weights.resolve()).encode()).hexdigest()[:10]
         kwargs["cache_root"] = os.path.join(os.path.dirname(torch.hub.get_dir()), "fidelity_cache", f"csigen-{tag}")
-    metrics = torch_fidelity.calculate_metrics(**kwargs)
+    # torch-fidelity moves its models with a bare .cuda(), i.e. to the current CUDA device: make that `device`
+    # (cuda:1 would otherwise compute on cuda:0, perhaps beside another run)
+    on_device = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+    with on_device:
+        metrics = torch_fidelity.calculate_metrics(**kwargs)
     return float(metrics["frechet_inception_distance"])
 
 

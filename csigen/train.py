@@ -716,11 +716,12 @@ class Trainer:
             opt.load_state_dict(state["optimizers"][name])
         # csigen 0.1.0 wrote "scaler" (one CUDA scaler that could not take a second step): nothing to restore
         self.precision.load_state_dict(state.get("precision", {}))
-        torch.set_rng_state(state["rng"]["torch"])
-        self.aug_gen.set_state(state["rng"]["aug"])
-        self.z_gen.set_state(state["rng"]["z"])
-        if "cuda" in state["rng"] and self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+        rng = {name: value.cpu() for name, value in state["rng"].items()}  # set_state takes CPU byte tensors only
+        torch.set_rng_state(rng["torch"])
+        self.aug_gen.set_state(rng["aug"])
+        self.z_gen.set_state(rng["z"])
+        if "cuda" in rng and self.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"], self.device)
         self.step = int(state["step"])
         self.lr_scale = float(state.get("lr_scale", 1.0))
         self.rollbacks = int(state.get("rollbacks", 0))
@@ -764,7 +765,9 @@ class Trainer:
 
             refuse_to_resume_finished(self.out_dir)
             return False
-        self.load_state_dict(load_checkpoint(path, map_location=self.device), path)
+        # loaded to the CPU: the random-number states must stay CPU byte tensors (torch.set_rng_state,
+        # Generator.set_state), and load_state_dict copies the weights and optimiser state to self.device
+        self.load_state_dict(load_checkpoint(path, map_location="cpu"), path)
         return True
 
     @classmethod
@@ -795,7 +798,9 @@ class Trainer:
             saved = dataclasses.replace(saved, **{k: getattr(evaluated, k) for k in EVAL_FIELDS})
         if config is not None:
             check_compatible(saved.model_signature(), config.model_signature(), path)
-        trainer = cls(saved, None, task=task, progress=False)
+        with warnings.catch_warnings():  # loading trains nothing: no "meant for a GPU" time estimate
+            warnings.filterwarnings("ignore", message=r"preset .* is meant for a GPU", category=RuntimeWarning)
+            trainer = cls(saved, None, task=task, progress=False)
         if "optimizers" not in state:  # weights.pt of a slim finished run: the rest as freshly built
             import pandas as pd
 
@@ -880,7 +885,7 @@ class Trainer:
         if path is None or not path.exists() or self.rollbacks >= 3:
             return False
         scale = self.lr_scale
-        self.load_state_dict(load_checkpoint(path, map_location=self.device), path)
+        self.load_state_dict(load_checkpoint(path, map_location="cpu"), path)  # see try_resume
         self.lr_scale = scale * 0.5
         self.rollbacks += 1
         warnings.warn(f"non-finite loss: rolled back to step {self.step} with learning rates x{self.lr_scale}",
@@ -1032,7 +1037,10 @@ def run(config: TrainConfig, out_dir: str | os.PathLike, *, resume: bool = True,
     :class:`csigen.config.RunConfigMismatchError` naming each differing field,
     and nothing is written. ``force=True`` skips these checks and redoes the
     run (with ``resume=True`` a compatible checkpoint is still continued, then
-    evaluated again); ``resume=False`` starts the training over.
+    evaluated again); ``resume=False`` starts the training over. Either way the
+    folder's old records (``result.json``, ``scores.npz``, FID records,
+    ``weights.pt``) are deleted before training, so the run is never reported
+    as the old finished one (:func:`csigen.disk.discard_records_for_retraining`).
 
     A finished run is slim (:func:`csigen.disk.finish_run_files`): its networks'
     weights go into ``weights.pt`` and ``checkpoint.pt`` (with the optimiser
@@ -1049,7 +1057,13 @@ def run(config: TrainConfig, out_dir: str | os.PathLike, *, resume: bool = True,
     """
     import json
 
-    from csigen.disk import CHECKPOINT_FILE, WEIGHTS_FILE, finish_run_files, refuse_to_resume_finished
+    from csigen.disk import (
+        CHECKPOINT_FILE,
+        WEIGHTS_FILE,
+        discard_records_for_retraining,
+        finish_run_files,
+        refuse_to_resume_finished,
+    )
 
     out = check_writable(out_dir)
     config_path = out / "config.json"
@@ -1069,6 +1083,8 @@ def run(config: TrainConfig, out_dir: str | os.PathLike, *, resume: bool = True,
     elif resume and not (out / CHECKPOINT_FILE).exists() and (out / WEIGHTS_FILE).exists():
         resume = False  # force on a slim finished run: nothing to continue, it is trained again
     if _is_main_process():  # torchrun: rank 0 alone writes
+        if force:  # the old run's records would outlive its networks (csigen.disk)
+            discard_records_for_retraining(out, restart=not resume)
         atomic_write_json(config_path, config.to_dict())
     t0 = time.perf_counter()
     trainer = Trainer(config, out, task=task, callbacks=callbacks, progress=progress)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import pickle
@@ -739,3 +740,20 @@ def test_default_root_env(monkeypatch, tmp_path):
         load_task("cifar10", 0, download=False)
     monkeypatch.delenv("CSIGEN_DATA")
     assert data.default_data_root() == Path("~/.cache/csigen/data").expanduser()
+
+
+def test_the_cli_chooses_the_cifar100_grouping(tmp_path, capsys):
+    from csigen.cli import build_parser, main
+
+    _fake_cifar100(tmp_path / "data")
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", "cifar100", "--data-root", str(tmp_path / "data"), "--no-download",
+                 "--inlier", "aquatic_mammals", "--cifar100-superclasses", "torchvision", "--variant", "csi",
+                 "--preset", "smoke", "--max-steps", "1", "--batch-size", "2", "--eval-samples", "1",
+                 "--device", "cpu", "--no-progress", "--out", str(out)]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["config"]["cifar100_superclasses"] == "torchvision" and result["inlier"] == 0
+    sweep_args = build_parser().parse_args(["sweep", "--dataset", "cifar100", "--cifar100-superclasses", "csi"])
+    assert sweep_args.cifar100_superclasses == "csi"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--cifar100-superclasses", "coarse"])

@@ -28,7 +28,7 @@ from csigen import checkpoint, disk, fid, models
 from csigen.cli import main
 from csigen.config import make_config
 from csigen.results import run_dir, sweep
-from csigen.train import Trainer, run
+from csigen.train import Callback, Trainer, run
 
 SMALL = {"dataset": "shapes", "inlier": "stripes", "variant": "csi+g", "max_steps": 2, "batch_size": 2,
          "gan_every": 2, "max_train": 8, "max_test": 16, "eval_samples": 1, "device": "cpu"}
@@ -124,6 +124,73 @@ def test_the_cli_reports_a_slim_finished_run(tmp_path, capsys):
         assert "already finished" in captured.err and "weights.pt" in captured.err and "--force" in captured.err
     assert main(args + ["--force", "--keep-checkpoint"]) == 0
     assert (out / "checkpoint.pt").exists() and not (out / "weights.pt").exists()  # one set of weights
+
+
+class _Interrupted(Exception):
+    pass
+
+
+class _InterruptAt(Callback):
+    def __init__(self, step: int):
+        self.at = step
+
+    def on_step(self, trainer, record):
+        if trainer.step >= self.at:
+            raise _Interrupted
+
+
+def test_a_forced_run_discards_the_old_records_before_it_trains(runs, tmp_path):
+    """--force used to leave the old result.json in place while the run trained again: interrupted, the
+    folder then read as the old finished run (and eval scored new weights against old scores)."""
+    config, slim, _, result, _ = runs
+    assert {fid.FID_FILE, fid.FID_RECORDS_FILE} <= set(disk.RECORD_FILES)
+    out = tmp_path / "copy"
+    shutil.copytree(slim, out)
+    for name in (fid.FID_FILE, fid.FID_RECORDS_FILE):
+        (out / name).write_text("{}")
+    (out / fid.G_SNAPSHOT_DIR).mkdir(exist_ok=True)
+    (out / fid.G_SNAPSHOT_DIR / "step_000009.pt").write_bytes(b"the old run's G")
+    with pytest.raises(_Interrupted):
+        run(config, out, progress=False, force=True, resume=False, callbacks=[_InterruptAt(1)])
+    left = {p.name for p in out.iterdir()}
+    assert not left & {*disk.RECORD_FILES, disk.WEIGHTS_FILE, fid.G_SNAPSHOT_DIR}, left
+    assert "config.json" in left
+    steps = []
+    redone = run(config, out, progress=False, callbacks=[_Recorder(steps)])  # trained, not "already finished"
+    assert steps and redone["steps"] == 2 and redone["auroc"] == result["auroc"]
+    assert json.loads((out / "result.json").read_text()) == redone
+
+
+class _Recorder(Callback):
+    def __init__(self, steps: list):
+        self.steps = steps
+
+    def on_step(self, trainer, record):
+        self.steps.append(trainer.step)
+
+
+def test_continue_trains_a_kept_run_further_and_refuses_a_slim_one(tmp_path, capsys):
+    kept, slim = tmp_path / "kept", tmp_path / "slim"
+    two = TRAIN_ARGS[:]
+    two[two.index("4")] = "2"  # --max-steps 2
+    assert main(two + ["--out", str(kept), "--keep-checkpoint"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["steps"] == 2
+    (kept / fid.FID_FILE).write_text("{}")  # a measurement of the 2-step G: stale once G trains on
+    assert main(TRAIN_ARGS + ["--out", str(kept), "--continue"]) == 0  # --max-steps 4
+    further = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert further["steps"] == 4 and further["config"]["max_steps"] == 4
+    assert list(pd.read_csv(kept / "history.csv")["step"]) == [1, 2, 3, 4]  # steps 1-2 kept, 3-4 added
+    assert not (kept / fid.FID_FILE).exists() and (kept / "weights.pt").is_file()  # finished slim this time
+
+    assert main(two + ["--out", str(slim)]) == 0
+    capsys.readouterr()
+    before = stamps(slim)
+    assert main(TRAIN_ARGS + ["--out", str(slim), "--continue"]) == 2
+    err = capsys.readouterr().err
+    assert "nothing to continue" in err and "weights.pt" in err and "--keep-checkpoint" in err and "--force" in err
+    assert main(TRAIN_ARGS + ["--out", str(slim), "--continue", "--force"]) == 2
+    assert "contradict" in capsys.readouterr().err
+    assert stamps(slim) == before
 
 
 # ------------------------------------------------------------------------------------------ estimates

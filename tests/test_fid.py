@@ -364,3 +364,35 @@ def test_fid_refuses_a_csi_run_and_real_weights_with_a_test_layer(tmp_path, weig
                      "nets": {"G": Generator(z_dim=128, channels=32).state_dict()}})
     with pytest.raises(ValueError, match="not a FID"):
         fid.fid_of_run(tmp_path / "g", weights_path=weights, feature_layer=LAYER)
+
+
+def test_torch_fidelity_runs_on_the_requested_gpu_index(monkeypatch, tmp_path):
+    """torch-fidelity moves its models with a bare ``.cuda()`` (the current device): the computation is
+    wrapped in ``torch.cuda.device(device)`` so ``--device cuda:1`` is not computed on cuda:0.
+    Checked without a GPU: the context manager and torch-fidelity are replaced by recorders."""
+    import contextlib
+
+    import torch_fidelity
+
+    entered, seen = [], []
+
+    @contextlib.contextmanager
+    def fake_device(device):
+        entered.append(torch.device(device))
+        yield
+        entered.append("left")
+
+    def fake_metrics(**kwargs):
+        seen.append((list(entered), kwargs["cuda"]))
+        return {"frechet_inception_distance": 1.5}
+
+    monkeypatch.setattr(torch.cuda, "device", fake_device)
+    monkeypatch.setattr(torch_fidelity, "calculate_metrics", fake_metrics)
+    monkeypatch.setattr(fid, "_resolve_weights", lambda path, verbose=False: tmp_path / "weights.pth")
+    common = dict(batch_size=4, seed=0, weights_path=None, cache=False, verbose=False, feature_layer="64")
+    assert fid._calculate_fid("a", "b", device="cuda:1", **common) == 1.5
+    assert seen == [([torch.device("cuda:1")], True)] and entered[-1] == "left"
+    entered.clear()
+    seen.clear()
+    assert fid._calculate_fid("a", "b", device="cpu", **common) == 1.5
+    assert seen == [([], False)]

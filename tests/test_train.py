@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import math
+import warnings
 
 import pandas as pd
 import pytest
@@ -91,6 +92,25 @@ def test_resume_matches_uninterrupted_run(tmp_path, task, variant):
         assert torch.equal(a[k], b[k]), k
     assert pd.DataFrame(straight.history).drop(columns="seconds").equals(
         pd.DataFrame(resumed.history).drop(columns="seconds"))
+
+
+def test_resume_on_an_accelerator_loads_the_rng_states_as_cpu_tensors(tmp_path, task):
+    """A checkpoint is loaded to the CPU, whatever the trainer's device: loaded onto a GPU
+    (``map_location=cuda``), its random-number states became CUDA tensors, which
+    ``torch.set_rng_state`` / ``Generator.set_state`` refuse (TypeError), so every GPU run
+    crashed on resume. Without a GPU here, the trainer's device is reported as ``meta``, a
+    non-CPU device that fails the same way (the networks themselves stay on the CPU)."""
+    cfg = tiny("full", max_steps=5)
+    straight = Trainer(cfg, tmp_path / "a", task=task, progress=False).fit()
+    Trainer(cfg, tmp_path / "b", task=task, progress=False).fit(stop_after_steps=3)
+    resumed = Trainer(cfg, tmp_path / "b", task=task, progress=False)
+    resumed.device = torch.device("meta")
+    assert resumed.try_resume() and resumed.step == 3
+    resumed.device = torch.device("cpu")
+    resumed.fit(resume=False)  # continues from step 3 with the restored states
+    a, b = weights(straight), weights(resumed)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
 
 
 def test_same_seed_same_result_different_seed_differs(tmp_path, task):
@@ -220,6 +240,16 @@ def test_gpu_preset_on_cpu_warns_with_an_estimate(task):
     with pytest.warns(RuntimeWarning, match=r"meant for a GPU.*about [0-9.]+ h"):
         Trainer(make_config("paper", dataset="shapes", max_train=16, device="cpu"), None, task=task,
                 progress=False)
+
+
+def test_loading_a_gpu_preset_run_on_cpu_does_not_warn_about_training_time(task, tmp_path):
+    config = make_config("paper", dataset="shapes", max_train=16, device="cpu")
+    with pytest.warns(RuntimeWarning, match="meant for a GPU"):
+        Trainer(config, tmp_path, task=task, progress=False).save_checkpoint()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loaded = Trainer.from_run(tmp_path, task=task, device="cpu")
+    assert loaded.config.preset == "paper" and loaded.step == 0
 
 
 def test_out_of_memory_suggests_a_smaller_batch(task):
