@@ -3,6 +3,7 @@
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,26 @@ def test_cpu_reproduction_appends_only_new_lines_to_its_logs(tmp_path):
         subprocess.run(["bash", "-c", f'{function}\nappend_new "$1"', "_", str(runs)], input=text, text=True,
                        check=True, timeout=60)
     assert runs.read_text() == first + "cat full seed=0 auroc=0.685 [csi=0.685] (finished earlier)\n"
+
+
+def test_cpu_reproduction_logs_each_line_as_it_comes(tmp_path):
+    # a stage runs for hours: each run's line must reach its log when the run finishes, not when the stage
+    # ends (mawk, Debian's awk, reads a pipe in blocks unless told -W interactive)
+    script = (ROOT / "tools" / "cpu_reproduction.sh").read_text()
+    function = re.search(r"^append_new\(\) \{.*?^\}", script, re.S | re.M).group(0)
+    log = tmp_path / "stage.log"
+    proc = subprocess.Popen(["bash", "-c", f'{function}\nappend_new "$1"', "_", str(log)], stdin=subprocess.PIPE,
+                            text=True)
+    try:
+        proc.stdin.write("cat csi seed=0 auroc=0.671\n")
+        proc.stdin.flush()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (log.exists() and log.read_text()):
+            time.sleep(0.1)
+        assert log.read_text() == "cat csi seed=0 auroc=0.671\n"  # while the stage (stdin) is still open
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=60)
 
 
 def test_cpu_budget_overrides_fields_and_rejects_unknown_ones(tmp_path):
