@@ -65,7 +65,7 @@ from csi_reference import prepare_csi_import
 from csigen.augment import SimCLRAugment
 from csigen.losses import csi_loss
 from csigen.models import ResNet18
-from csigen.optim import build_f_optimizer, warmup_cosine_factor
+from csigen.optim import build_f_optimizer, fused_options, warmup_cosine_factor
 
 NUM_SHIFTS = 4
 LR, MOMENTUM, WEIGHT_DECAY = 0.1, 0.9, 1e-6
@@ -91,9 +91,10 @@ class OursStep:
         if compile:  # TrainConfig.compile: nn.Module.compile() in place
             self.model.compile()
         self.augment = SimCLRAugment()
+        # as the Trainer: fused updates on CUDA, random draws from a CPU generator (moved in one transfer)
         self.optimizer = build_f_optimizer(optimizer, self.model.parameters(), lr=LR, momentum=MOMENTUM,
-                                           weight_decay=WEIGHT_DECAY)
-        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+                                           weight_decay=WEIGHT_DECAY, **fused_options(self.device))
+        self.generator = torch.Generator().manual_seed(seed)
         self.images = images
         self.iteration = 0
 

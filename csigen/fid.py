@@ -527,6 +527,15 @@ def _check_count(name: str, n: int, feature_layer: str) -> None:
         )
 
 
+def _fidelity_device(device: torch.device):
+    """The context torch-fidelity runs in: ``device`` made CUDA's current device.
+
+    torch-fidelity moves its models and batches with a bare ``.cuda()``, i.e. to the current
+    device: without this, ``cuda:1`` would compute on cuda:0 (perhaps beside another run).
+    """
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
 def _calculate_fid(input1, input2, *, batch_size, device, seed, weights_path, cache, verbose, feature_layer,
                    **extra) -> float:
     import torch_fidelity
@@ -551,10 +560,7 @@ def _calculate_fid(input1, input2, *, batch_size, device, seed, weights_path, ca
         # torch-fidelity's cache names ignore the weights file: keep one cache per weights file.
         tag = hashlib.sha1(str(weights.resolve()).encode()).hexdigest()[:10]
         kwargs["cache_root"] = os.path.join(os.path.dirname(torch.hub.get_dir()), "fidelity_cache", f"csigen-{tag}")
-    # torch-fidelity moves its models with a bare .cuda(), i.e. to the current CUDA device: make that `device`
-    # (cuda:1 would otherwise compute on cuda:0, perhaps beside another run)
-    on_device = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
-    with on_device:
+    with _fidelity_device(device):
         metrics = torch_fidelity.calculate_metrics(**kwargs)
     return float(metrics["frechet_inception_distance"])
 
@@ -1022,9 +1028,10 @@ def inception_features(images, *, weights_path=None, feature_layer: str = DEFAUL
     dataset = UInt8ImageDataset(images)
     if len(dataset) < 1:
         raise ValueError("inception_features needs at least one image")
-    extractor = create_feature_extractor("inception-v3-compat", [layer], cuda=cuda, verbose=verbose,
-                                         feature_extractor_weights_path=str(weights))
-    features = get_featuresdict_from_dataset(dataset, extractor, int(batch_size), cuda, True, verbose)
+    with _fidelity_device(torch.device(device) if cuda else torch.device("cpu")):
+        extractor = create_feature_extractor("inception-v3-compat", [layer], cuda=cuda, verbose=verbose,
+                                             feature_extractor_weights_path=str(weights))
+        features = get_featuresdict_from_dataset(dataset, extractor, int(batch_size), cuda, True, verbose)
     return features[layer].cpu()
 
 

@@ -632,6 +632,24 @@ def check_devices(devices: Sequence[str]) -> list[str]:
     return checked
 
 
+def select_worker_device(name: str):
+    """The device of a sweep worker (``auto``, ``cpu``, ``cuda`` or ``cuda:N``), made CUDA's current one.
+
+    ``torch.cuda.set_device`` needs an index: a bare ``cuda`` means the current GPU (as in
+    :func:`csigen.train.resolve_device`), ``auto`` the GPU if there is one; before, a worker
+    given either died at start (``torch.device("auto")`` is no device, ``set_device("cuda")``
+    wants an index).
+    """
+    import torch
+
+    from csigen.train import resolve_device
+
+    device = resolve_device(name)
+    if device.type == "cuda":
+        torch.cuda.set_device(device.index if device.index is not None else torch.cuda.current_device())
+    return device
+
+
 def _device_worker(argv: Sequence[str] | None = None) -> int:
     """One device worker process (started by :func:`run_on_devices` as ``python -m csigen.parallel``).
 
@@ -654,8 +672,11 @@ def _device_worker(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # terminate -> finally blocks release the lock
     if args.threads:
         torch.set_num_threads(args.threads)
-    if torch.device(args.device).type == "cuda":
-        torch.cuda.set_device(torch.device(args.device))
+    try:
+        select_worker_device(args.device)
+    except (RuntimeError, ValueError) as exc:  # exit 2: the launcher logs it (1 means "a run failed")
+        print(f"error: the worker for --devices {args.device} cannot use it: {exc}", file=sys.stderr)
+        return 2
     configs = [TrainConfig.from_dict(d) for d in job["configs"]]
     try:
         outcomes = run_tasks(configs, job["root"], device=args.device, sweep_id=job["sweep_id"], **job["options"])

@@ -433,10 +433,12 @@ class Trainer:
         self.precision = _Precision(c.amp, self.device)
         self.amp_dtype = self.precision.dtype  # training's autocast dtype (None: float32)
         if self.device.type == "cuda":
-            # speed by default; bit-reproducible GPU runs with deterministic=True (and amp="off")
+            # speed by default; deterministic=True (with amp="off") removes what varies from run to run
+            # except the few CUDA kernels without a deterministic version (average pooling's and grid
+            # sampling's backward: warn_only, PyTorch warns), so GPU runs can still differ slightly
             torch.backends.cudnn.benchmark = not c.deterministic
             torch.backends.cudnn.deterministic = c.deterministic
-        if c.deterministic:
+        if c.deterministic:  # cuBLAS reads this when the process makes its first handle (CLI: here)
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True, warn_only=True)
         torch.manual_seed(c.seed)

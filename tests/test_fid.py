@@ -396,3 +396,16 @@ def test_torch_fidelity_runs_on_the_requested_gpu_index(monkeypatch, tmp_path):
     seen.clear()
     assert fid._calculate_fid("a", "b", device="cpu", **common) == 1.5
     assert seen == [([], False)]
+
+    import torch_fidelity.utils as fidelity_utils  # inception_features builds the extractor itself
+
+    entered.clear()
+    monkeypatch.setattr(fidelity_utils, "create_feature_extractor",
+                        lambda *args, **kwargs: seen.append(("extractor", list(entered))))
+    monkeypatch.setattr(fidelity_utils, "get_featuresdict_from_dataset",
+                        lambda *args: (seen.append(("features", list(entered))) or {"64": torch.zeros(2, 64)}))
+    seen.clear()
+    got = fid.inception_features(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), feature_layer="64", device="cuda:1")
+    assert got.shape == (2, 64)
+    assert seen == [("extractor", [torch.device("cuda:1")]), ("features", [torch.device("cuda:1")])]
+    assert entered[-1] == "left"

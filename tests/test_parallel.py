@@ -246,6 +246,28 @@ def test_sweep_refuses_folders_of_other_runs_and_missing_devices_before_running(
         P.check_devices(["tpu"])
 
 
+def test_a_worker_takes_auto_and_a_bare_cuda(tmp_path, monkeypatch, capsys):
+    """``--devices auto`` (accepted by check_devices) and a bare ``cuda`` killed every worker at start:
+    ``torch.device("auto")`` is no device and ``torch.cuda.set_device("cuda")`` wants an index."""
+    import io
+
+    job = {"configs": [], "root": str(tmp_path), "sweep_id": "s", "options": {}}
+    monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps(job)))
+    monkeypatch.setattr(signal, "signal", lambda *args: None)  # the worker's SIGTERM handler: not in pytest
+    assert P._device_worker(["--device", "auto"]) == 0
+    assert P.select_worker_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    chosen = []  # a GPU machine, faked: which index becomes the current device
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    assert P.select_worker_device("cuda") == torch.device("cuda") and chosen == [0]
+    assert P.select_worker_device("cuda:1") == torch.device("cuda", 1) and chosen == [0, 1]
+    monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps(job)))
+    monkeypatch.setattr(torch.cuda, "set_device", lambda index: (_ for _ in ()).throw(RuntimeError("bad ordinal")))
+    assert P._device_worker(["--device", "cuda:7"]) == 2  # not 1, which the launcher reads as "a run failed"
+    assert "--devices cuda:7" in capsys.readouterr().err
+
+
 # ----------------------------------------------------------------------------------------- submitit
 @pytest.mark.slow
 def test_submitit_local_executor_runs_the_job_array_and_submits_only_whats_missing(tmp_path):
