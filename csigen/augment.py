@@ -347,9 +347,13 @@ def resized_crop(x: Tensor, whbias: Tensor) -> Tensor:
     The output pixel at normalised position ``(u, v)`` (pixel centres,
     ``align_corners=False``) samples the input at ``(w u + x_bias, h v + y_bias)``
     bilinearly, with reflection padding, like ``affine_grid`` +
-    ``grid_sample`` with a diagonal affine matrix.
+    ``grid_sample`` with a diagonal affine matrix. Half-precision input is
+    resampled in float32 and returned in its dtype: a bf16 grid is off by up
+    to almost a pixel at 224x224 (8 bits of mantissa for coordinates in [-1, 1]).
     """
     b, _, height, width = x.shape
+    if x.dtype in (torch.float16, torch.bfloat16):
+        return resized_crop(x.float(), whbias).to(x.dtype)
     whbias = whbias.to(device=x.device, dtype=x.dtype)
     if whbias.shape != (b, 4):
         raise ValueError(f"whbias must have shape ({b}, 4), got {tuple(whbias.shape)}")

@@ -231,6 +231,19 @@ def test_eval_variant_fixes_crop_scale():
     assert ((q[:, 0] * q[:, 1] - 0.54).abs() < 0.035).all()
 
 
+def test_resized_crop_of_half_precision_images_samples_where_float32_does():
+    # the grid was built in the input's dtype: in bf16, coordinates at 224x224 were off by up to 0.875 pixel
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 224, 224, generator=g)
+    whbias = torch.tensor([[0.5, 0.7, 0.1, -0.2], [0.9, 0.3, -0.05, 0.4]])
+    want = resized_crop(x, whbias)
+    for dtype in (torch.bfloat16, torch.float16):
+        got = resized_crop(x.to(dtype), whbias)
+        assert got.dtype == dtype
+        # the input's own rounding only (bf16: 2^-8 relative), not samples taken at other places
+        torch.testing.assert_close(got.float(), want, atol=0.02, rtol=0)
+
+
 def test_resized_crop_matches_affine_grid():
     x = images(b=4, size=16)
     whbias = torch.tensor([[0.5, 0.75, 0.25, -0.125], [1, 1, 0, 0], [0.3, 0.3, -0.6, 0.6], [0.8, 0.6, 0, 0.1]])
