@@ -46,16 +46,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the default, kept for old scripts: re-running the same command reports a finished run "
                         "(its result.json, not redone) and resumes an interrupted one from --out/checkpoint.pt")
     t.add_argument("--force", action="store_true",
-                   help="start over even if --out already holds a run, also one with another configuration "
-                        "(its checkpoint and result are overwritten)")
+                   help="start over from step 0 even if --out already holds a run, also one with another "
+                        "configuration (its result, scores, FID records, weights, checkpoint, history and G "
+                        "snapshots are deleted first)")
     t.add_argument("--keep-checkpoint", action="store_true",
                    help="keep checkpoint.pt (with the optimiser state, about twice the size) when the run finishes, "
                         "so it can be trained further (--continue); by default only the weights are kept (weights.pt)")
     t.add_argument("--continue", action="store_true", dest="continue_run",
                    help="train the run in --out further from its checkpoint.pt (a run finished with "
                         "--keep-checkpoint, or an interrupted one), e.g. with a larger --max-steps or --epochs, "
-                        "then evaluate it again; its old result is replaced. A slim finished run (weights.pt "
-                        "only) cannot continue: --force retrains it from step 0")
+                        "then evaluate it again; its old result, scores, FID records and weights are deleted "
+                        "first. The learning-rate schedule is the new length's, so the result differs from a run "
+                        "trained that long from the start. A slim finished run (weights.pt only) cannot "
+                        "continue: --force retrains it from step 0")
     t.add_argument("--device", default="auto", help="auto (GPU if available), cpu or cuda[:N]")
     t.add_argument("--epochs", type=int, help="override the preset's number of epochs")
     t.add_argument("--max-steps", type=int, help="override the preset's cap on training steps")
@@ -275,24 +278,45 @@ def _train(args: argparse.Namespace, config, world) -> dict | None:
 
 
 def _continue(args: argparse.Namespace, config, world, out: Path) -> dict | None:
-    """``train --continue``: the run in ``out`` trains on from its checkpoint.pt with this configuration."""
-    from csigen.checkpoint import CheckpointError
+    """``train --continue``: the run in ``out`` trains on from its checkpoint.pt with a longer schedule.
+
+    Everything is checked before anything is deleted: the folder's run must be this configuration
+    but for its length (``max_steps``, ``epochs``), not a time-budget run (its length is its
+    recorded plan), and the new length must exceed the step the checkpoint is at.
+    """
+    from csigen.checkpoint import CheckpointError, load_checkpoint
+    from csigen.config import require_same_run_config
+    from csigen.data import load_task_for
     from csigen.parallel import locked_run
     from csigen.train import run
 
     if args.force:
         raise ValueError("--continue and --force contradict each other: --continue trains on from checkpoint.pt, "
                          "--force starts over from step 0; pass one of them")
-    if not (out / "checkpoint.pt").is_file():
+    checkpoint = out / "checkpoint.pt"
+    if not checkpoint.is_file():
         held = ("a slim finished run (weights.pt: its optimiser state was dropped when it finished)"
                 if (out / "weights.pt").is_file() else "no run")
         raise CheckpointError(
             f"nothing to continue in {str(out)!r}: it holds {held} and no checkpoint.pt. Only a run finished with "
             "--keep-checkpoint (or an interrupted one) can be trained further; --force retrains this one from step 0")
+    state = load_checkpoint(checkpoint)
+    saved, step = state["config"], int(state["step"])
+    if saved.get("time_budget_min") is not None or config.time_budget_min is not None:
+        raise ValueError(f"{str(out)!r}: --continue does not apply to time-budget runs (their length is the plan "
+                         "recorded when they started); train a longer run into another --out")
+    lengths = {"max_steps": config.max_steps, "epochs": config.epochs}
+    require_same_run_config({**saved, **lengths}, config,
+                            f"--continue: {str(out)!r} holds a run (checkpoint.pt at step {step})")
+    task = load_task_for(config)
+    total = config.planned_steps(task.train_images.shape[0])
+    if total <= step:
+        raise ValueError(f"nothing to continue: the run in {str(out)!r} is at step {step} and this configuration "
+                         f"trains {total} steps (epochs x steps per epoch, at most max_steps); pass a larger "
+                         "--max-steps (and --epochs, if that bounds it)")
     train = locked_run if not world.active else run
-    # force: the folder's run may have another max_steps/epochs; resume: from its checkpoint, whose networks must
-    # fit this configuration (Trainer.load_state_dict checks the model signature)
-    return train(config, out, resume=True, progress=not args.no_progress, force=True,
+    # force: the folder's run has another length (checked above: nothing else differs); resume: from its checkpoint
+    return train(config, out, resume=True, progress=not args.no_progress, force=True, task=task,
                  keep_checkpoint=args.keep_checkpoint)
 
 

@@ -171,8 +171,9 @@ def finish_run_files(trainer, out_dir: str | os.PathLike, *, keep_checkpoint: bo
     return weights
 
 
-#: What a run's evaluation and measurements write, derived from its networks: stale once they train again.
-RECORD_FILES = ("result.json", "scores.npz", "fid.json", "fid_records.json")
+#: What a run's evaluation and measurements write, derived from its networks: stale once they train again
+#: (csigen.fid's FID_FILE and FID_RECORDS_FILE, csigen.figures' FIGURE2_FEATURES_FILE: not imported, they import torch).
+RECORD_FILES = ("result.json", "scores.npz", "fid.json", "fid_records.json", "figure2_features.pt")
 
 
 def discard_records_for_retraining(out_dir: str | os.PathLike, *, restart: bool) -> list[str]:
@@ -183,7 +184,7 @@ def discard_records_for_retraining(out_dir: str | os.PathLike, *, restart: bool)
     forced run was then "already finished" (or scored with its new, partly trained
     weights against the old ``scores.npz``). ``result.json`` goes first, so at no moment
     does the folder read as a finished run whose files disagree. Always removed:
-    :data:`RECORD_FILES` and ``weights.pt``; with ``restart`` (training from step 0,
+    :data:`RECORD_FILES` (with Figure 2's cached features) and ``weights.pt``; with ``restart`` (training from step 0,
     not continuing ``checkpoint.pt``) also ``checkpoint.pt``, ``history.csv`` and the
     G snapshots (``g_snapshots/``). ``config.json`` is rewritten by the caller.
     """

@@ -738,7 +738,10 @@ def run_on_devices(configs: Sequence, root: str | os.PathLike, devices: Sequence
                 p.wait()
             raise
         for d, code in zip(devices, codes):
-            if code not in (0, 1):
+            if code == 2:
+                log(f"the worker for {d} could not use that device (its error is above): fix --devices; it ran "
+                    "nothing")
+            elif code not in (0, 1):
                 log(f"the worker on {d} ended with exit code {code}; a run it left unfinished resumes when the "
                     "sweep is launched again")
     rows = sweep_status(configs, root, sweep_id=sweep_id, stale_after=stale_after)

@@ -46,7 +46,10 @@ VARIANT_COLUMN = {"csi": "CSI", "full": "Ours"}
 #: scored with Eq. 11, read as ``"shared"`` (see :func:`csigen.score.nearest_neighbour_score`).
 PAPER_SCORE: dict[str, str] = {"csi": "csi", "csi+g": "shared", "full": "shared"}
 #: Number of one-class tasks of each dataset (CIFAR-100: the 20 superclasses), for coverage.
-DATASET_CLASSES: dict[str, int] = {"cifar10": 10, "cifar100": 20, "imagenet30": 30}
+#: The table name of CIFAR-100 runs grouped by the official coarse labels (``cifar100_superclasses="torchvision"``):
+#: not the grouping behind the paper's CIFAR-100 numbers (CSI's list), so never compared with them.
+CIFAR100_TORCHVISION = "cifar100-torchvision"
+DATASET_CLASSES: dict[str, int] = {"cifar10": 10, "cifar100": 20, CIFAR100_TORCHVISION: 20, "imagenet30": 30}
 
 
 def paper_number(dataset: str, variant: str) -> float | None:
@@ -123,11 +126,14 @@ def table_dataset(record: dict) -> tuple[str, str | None]:
     classes of the recorded ``data_root`` when that folder is at hand) is tabled
     as ``"cifar10"`` with the note :data:`CIFAR10_COPY`, so that tables compare it
     with the paper's CIFAR-10 numbers while saying which data it is. Every other
-    record keeps its dataset, with no note.
+    record keeps its dataset, with no note, except CIFAR-100 grouped by the
+    official coarse labels: :data:`CIFAR100_TORCHVISION`, which has no paper number.
     """
     from csigen.data import CIFAR10_CLASSES, class_names
 
     dataset = record["dataset"]
+    if dataset == "cifar100" and (record.get("config") or {}).get("cifar100_superclasses", "csi") != "csi":
+        return CIFAR100_TORCHVISION, None
     if dataset != "imagefolder":
         return dataset, None
     names = record.get("class_names")

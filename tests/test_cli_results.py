@@ -283,6 +283,13 @@ def test_a_local_cifar10_copy_is_tabled_as_cifar10_and_named_as_a_copy(tmp_path)
     from csigen.results import CIFAR10_COPY, table_dataset
 
     assert table_dataset({"dataset": "cifar10"}) == ("cifar10", None)
+    # CIFAR-100 under the official coarse labels is not the grouping of the paper's numbers: tabled apart
+    from csigen.results import CIFAR100_TORCHVISION, paper_number
+
+    assert table_dataset({"dataset": "cifar100", "config": {"cifar100_superclasses": "csi"}}) == ("cifar100", None)
+    grouped = {"dataset": "cifar100", "config": {"cifar100_superclasses": "torchvision"}}
+    assert table_dataset(grouped) == (CIFAR100_TORCHVISION, None)
+    assert paper_number("cifar100", "full") is not None and paper_number(CIFAR100_TORCHVISION, "full") is None
     assert table_dataset({"dataset": "imagefolder", "class_names": list(CIFAR10_CLASSES)}) == ("cifar10", CIFAR10_COPY)
     assert table_dataset({"dataset": "imagefolder", "class_names": ["a", "b"]}) == ("imagefolder", None)
     reordered = list(CIFAR10_CLASSES[1:]) + [CIFAR10_CLASSES[0]]

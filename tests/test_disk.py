@@ -143,10 +143,12 @@ def test_a_forced_run_discards_the_old_records_before_it_trains(runs, tmp_path):
     """--force used to leave the old result.json in place while the run trained again: interrupted, the
     folder then read as the old finished run (and eval scored new weights against old scores)."""
     config, slim, _, result, _ = runs
-    assert {fid.FID_FILE, fid.FID_RECORDS_FILE} <= set(disk.RECORD_FILES)
+    from csigen.figures import FIGURE2_FEATURES_FILE
+
+    assert {fid.FID_FILE, fid.FID_RECORDS_FILE, FIGURE2_FEATURES_FILE} <= set(disk.RECORD_FILES)
     out = tmp_path / "copy"
     shutil.copytree(slim, out)
-    for name in (fid.FID_FILE, fid.FID_RECORDS_FILE):
+    for name in (fid.FID_FILE, fid.FID_RECORDS_FILE, FIGURE2_FEATURES_FILE):
         (out / name).write_text("{}")
     (out / fid.G_SNAPSHOT_DIR).mkdir(exist_ok=True)
     (out / fid.G_SNAPSHOT_DIR / "step_000009.pt").write_bytes(b"the old run's G")
@@ -176,6 +178,14 @@ def test_continue_trains_a_kept_run_further_and_refuses_a_slim_one(tmp_path, cap
     assert main(two + ["--out", str(kept), "--keep-checkpoint"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["steps"] == 2
     (kept / fid.FID_FILE).write_text("{}")  # a measurement of the 2-step G: stale once G trains on
+    before = stamps(kept)
+    refused = {"another seed": (TRAIN_ARGS + ["--seed", "1"], "seed"),
+               "no longer": (two, "is at step 2 and this configuration trains 2 steps"),
+               "a time budget": (TRAIN_ARGS + ["--time-budget", "1"], "time-budget")}
+    for why, (args, message) in refused.items():  # checked before anything is deleted
+        assert main(args + ["--out", str(kept), "--continue"]) == 2, why
+        assert message in capsys.readouterr().err, why
+        assert stamps(kept) == before, why
     assert main(TRAIN_ARGS + ["--out", str(kept), "--continue"]) == 0  # --max-steps 4
     further = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert further["steps"] == 4 and further["config"]["max_steps"] == 4

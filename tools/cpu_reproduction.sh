@@ -15,9 +15,10 @@ append_new() {  # append_new FILE: append the lines of stdin that FILE does not 
   # "(finished earlier)" is a repeat when the log has any line of that run, "<class> <variant> seed=<n>",
   # since the line written when the run finished has no such ending). mawk (Debian's awk) reads a pipe in
   # blocks, so a run's line would reach the log only when its stage ends: -W interactive reads line by line
+  # (the ${a[@]+...} form: bash before 4.4 calls an empty array unbound under set -u)
   local line_by_line=()
   if awk -W version 2>/dev/null | grep -q mawk; then line_by_line=(-W interactive); fi
-  awk "${line_by_line[@]}" -v f="$1" '
+  awk ${line_by_line[@]+"${line_by_line[@]}"} -v f="$1" '
     function run_of(line,  a) { split(line, a, " "); return a[3] ~ /^seed=/ ? a[1] " " a[2] " " a[3] : "" }
     BEGIN { while ((getline l < f) > 0) { seen[l] = 1; if (run_of(l) != "") done[run_of(l)] = 1 } }
     / \(finished earlier\)$/ && (run_of($0) in done) { next }
