@@ -527,12 +527,13 @@ def _check_count(name: str, n: int, feature_layer: str) -> None:
         )
 
 
-def _fidelity_device(device: torch.device):
-    """The context torch-fidelity runs in: ``device`` made CUDA's current device.
+def _fidelity_device(device):
+    """The context torch-fidelity runs in: ``device`` (None: the CPU) made CUDA's current device.
 
     torch-fidelity moves its models and batches with a bare ``.cuda()``, i.e. to the current
     device: without this, ``cuda:1`` would compute on cuda:0 (perhaps beside another run).
     """
+    device = torch.device(device) if device is not None else torch.device("cpu")
     return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
@@ -1028,7 +1029,7 @@ def inception_features(images, *, weights_path=None, feature_layer: str = DEFAUL
     dataset = UInt8ImageDataset(images)
     if len(dataset) < 1:
         raise ValueError("inception_features needs at least one image")
-    with _fidelity_device(torch.device(device) if cuda else torch.device("cpu")):
+    with _fidelity_device(device):
         extractor = create_feature_extractor("inception-v3-compat", [layer], cuda=cuda, verbose=verbose,
                                              feature_extractor_weights_path=str(weights))
         features = get_featuresdict_from_dataset(dataset, extractor, int(batch_size), cuda, True, verbose)
