@@ -24,7 +24,14 @@ on the CPU). The last line::
 ``full_over_csi_flops`` says whether Algorithm 1's extra passes run as efficiently
 as CSI's own (issue 11's target: at least 0.9 on a GPU).
 
-    python bench/throughput.py [--device cuda] [--preset paper] [--amp auto] [--compile]
+With several precisions (``--amp off bf16``) every variant is built once per
+precision and all of them take turns in the same rounds; the variants are then
+named ``<variant>@<precision>`` and the last line adds, per variant,
+``<variant>_speedup=<images/s under the last precision / under the first>``
+(on a CPU with AMX bf16 units, for instance, ``--amp off bf16`` measures
+what bf16 autocast gains over float32 there).
+
+    python bench/throughput.py [--device cuda] [--preset paper] [--amp auto [bf16 ...]] [--compile]
         [--batch-size N] [--cycles 3] [--variants csi csi+g full]
 """
 
@@ -50,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--preset", default=None, choices=sorted(PRESETS),
                     help="default: paper on a GPU, cpu on the CPU")
-    ap.add_argument("--amp", default="auto", choices=AMP_MODES)
+    ap.add_argument("--amp", nargs="+", default=["auto"], choices=AMP_MODES,
+                    help="training precision; several: each variant under each, side by side")
     ap.add_argument("--compile", action="store_true", help="torch.compile the networks (TrainConfig.compile)")
     ap.add_argument("--batch-size", type=int, default=None, help="override the preset's batch size")
     ap.add_argument("--cycles", type=int, default=3, help="timed cycles (of gan_every steps) per variant")
@@ -62,13 +70,23 @@ def main(argv: list[str] | None = None) -> int:
     preset = args.preset or ("paper" if device.type == "cuda" else "cpu")
     extra = {"batch_size": args.batch_size} if args.batch_size else {}
 
-    def config(variant):
-        return make_config(preset, dataset=args.dataset, data_root=args.data_root, inlier=0, variant=variant,
-                           device=args.device, amp=args.amp, compile=args.compile, max_test=16, **extra)
+    if len(set(args.amp)) != len(args.amp):
+        ap.error(f"--amp {' '.join(args.amp)}: each precision once")
 
-    task = load_task_for(config("csi"))
-    trainers = {v: Trainer(config(v), None, task=task, progress=False) for v in args.variants}
-    first = trainers[args.variants[0]]
+    def config(variant, amp):
+        return make_config(preset, dataset=args.dataset, data_root=args.data_root, inlier=0, variant=variant,
+                           device=args.device, amp=amp, compile=args.compile, max_test=16, **extra)
+
+    task = load_task_for(config("csi", args.amp[0]))
+    trainers = {}
+    for amp in args.amp:
+        for v in args.variants:
+            trainer = Trainer(config(v, amp), None, task=task, progress=False)
+            trainers[v if len(args.amp) == 1 else f"{v}@{trainer.precision.mode}"] = trainer
+    labels = list(trainers)
+    if len(labels) != len(args.variants) * len(args.amp):
+        ap.error(f"--amp {' '.join(args.amp)}: two of them resolve to the same precision on {args.device}")
+    first = trainers[labels[0]]
     n, batch = first.config.gan_every, first.batch_size
     cuda = first.device.type == "cuda"
     sync = (lambda: torch.cuda.synchronize(first.device)) if cuda else (lambda: None)  # that GPU, not the current one
@@ -81,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         sync()
         return time.perf_counter() - t0
 
-    flops, times, peaks = {}, {v: [] for v in args.variants}, {v: 0 for v in args.variants}
+    flops, times, peaks = {}, {v: [] for v in labels}, {v: 0 for v in labels}
     for v, trainer in trainers.items():
         cycle(trainer)  # warm-up
         counter = FlopCounterMode(display=False)
@@ -89,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             cycle(trainer)
         flops[v] = counter.get_total_flops()
     for r in range(args.cycles):
-        order = args.variants[r % len(args.variants):] + args.variants[:r % len(args.variants)]
+        order = labels[r % len(labels):] + labels[:r % len(labels)]
         for v in order:
             if cuda:
                 torch.cuda.reset_peak_memory_stats(first.device)
@@ -98,10 +116,11 @@ def main(argv: list[str] | None = None) -> int:
                 peaks[v] = max(peaks[v], torch.cuda.max_memory_allocated(first.device))
 
     name = torch.cuda.get_device_name(first.device) if cuda else f"cpu ({torch.get_num_threads()} threads)"
-    print(f"throughput device={name} preset={preset} batch={batch} amp={first.precision.mode} "
+    amps = ",".join(dict.fromkeys(t.precision.mode for t in trainers.values()))
+    print(f"throughput device={name} preset={preset} batch={batch} amp={amps} "
           f"compile={args.compile} cycles={args.cycles} gan_every={n}")
     line, achieved = [], {}
-    for v in args.variants:
+    for v in labels:
         best, median = min(times[v]), statistics.median(times[v])
         img_s = batch * n / best
         achieved[v] = flops[v] / best
@@ -111,7 +130,10 @@ def main(argv: list[str] | None = None) -> int:
         line += [f"{v}_img_s={img_s:.2f}", f"{v}_tflops={achieved[v] / 1e12:.4f}", f"{v}_peak_gb={peak}"]
     if "csi" in achieved and "full" in achieved:
         line.append(f"full_over_csi_flops={achieved['full'] / achieved['csi']:.3f}")
-    print(f"throughput device={args.device} amp={first.precision.mode} " + " ".join(line))
+    if len(args.amp) > 1:
+        lo, hi = (t.precision.mode for t in (trainers[labels[0]], trainers[labels[-1]]))
+        line += [f"{v}_speedup={min(times[f'{v}@{lo}']) / min(times[f'{v}@{hi}']):.3f}" for v in args.variants]
+    print(f"throughput device={args.device} amp={amps} " + " ".join(line))
     return 0
 
 
