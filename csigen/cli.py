@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from csigen.config import F_OPTIMIZERS, PRESETS, SCORES, VARIANTS
+from csigen.config import AMP_MODES, F_OPTIMIZERS, PRESETS, SCORES, VARIANTS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "trained that long from the start. A slim finished run (weights.pt only) cannot "
                         "continue: --force retrains it from step 0")
     t.add_argument("--device", default="auto", help="auto (GPU if available), cpu or cuda[:N]")
+    t.add_argument("--amp", choices=AMP_MODES,
+                   help="training precision (default: the preset's, 'auto': bf16 on GPUs that have bf16 units, "
+                        "fp16 with loss scaling on older GPUs, float32 on the CPU). 'bf16' on a CPU with AMX units "
+                        "(Intel Xeon 4th generation and later) trains several times faster than float32 there "
+                        "(bench/RESULTS.md) and is much slower on CPUs without them")
     t.add_argument("--epochs", type=int, help="override the preset's number of epochs")
     t.add_argument("--max-steps", type=int, help="override the preset's cap on training steps")
     t.add_argument("--time-budget", type=float, metavar="MINUTES", dest="time_budget_min",
@@ -232,7 +237,7 @@ def cmd_train(args: argparse.Namespace) -> dict | None:
         "data_root": args.data_root, "download": not args.no_download, "seed": args.seed,
         "device": args.device,
     }
-    for name in ("epochs", "max_steps", "batch_size", "f_optimizer", "score", "eval_samples",
+    for name in ("amp", "epochs", "max_steps", "batch_size", "f_optimizer", "score", "eval_samples",
                  "max_train", "max_test", "time_budget_min", "cifar100_superclasses"):
         value = getattr(args, name)
         if value is not None:

@@ -40,6 +40,22 @@ def test_help_describes_every_option():
     assert out.returncode == 0 and "train" in out.stdout and "eval" in out.stdout
 
 
+def test_train_amp_sets_the_training_precision_and_is_recorded(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["train", "--dataset", "shapes", "--inlier", "ring", "--variant", "csi", "--preset", "smoke",
+                 "--out", str(out), "--no-progress", "--amp", "bf16", "--max-steps", "1", "--batch-size", "4",
+                 "--max-train", "8", "--max-test", "16", "--eval-samples", "1"])
+    assert code == 0
+    capsys.readouterr()
+    assert json.loads((out / "config.json").read_text())["amp"] == "bf16"
+    assert json.loads((out / "result.json").read_text())["config"]["amp"] == "bf16"
+    # evaluation stays in float32 unless eval_amp (CSI evaluates in float32)
+    assert json.loads((out / "result.json").read_text())["eval_precision"] == "fp32"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--dataset", "shapes", "--inlier", "ring", "--amp", "half"])
+    assert "'half'" in capsys.readouterr().err
+
+
 def test_train_prints_result_json_last_then_eval_rescores(tmp_path, capsys):
     out = tmp_path / "run"
     code = main(["train", "--dataset", "shapes", "--inlier", "ring", "--variant", "csi", "--preset", "smoke",
