@@ -180,7 +180,11 @@ def resolve_precision(amp: str, device: torch.device | str) -> str:
     RTX 30xx and later); fp16 with loss scaling on older CUDA GPUs (T4, V100),
     which have no bf16 units; float32 on the CPU and other devices (CPU
     autocast changes the numbers, and fp16 convolutions on a CPU are tens of
-    times slower than float32). ``"bf16"`` and ``"fp16"`` are honoured on
+    times slower than float32; bf16 is 2.4-2.7x faster than float32 on a CPU
+    with AMX units, Intel Xeon 4th generation and later (bench/RESULTS.md),
+    and may be slower on CPUs without them: there it is asked for,
+    ``amp="bf16"``, not chosen; ``python bench/throughput.py --amp off bf16``
+    measures both on a given CPU). ``"bf16"`` and ``"fp16"`` are honoured on
     every device, the CPU included (that is how the tests run both code
     paths); bf16 on a CUDA GPU without bf16 units is refused.
     """
