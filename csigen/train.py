@@ -182,9 +182,9 @@ def resolve_precision(amp: str, device: torch.device | str) -> str:
     autocast changes the numbers, and fp16 convolutions on a CPU are tens of
     times slower than float32; bf16 is 2.4-2.7x faster than float32 on a CPU
     with AMX units, Intel Xeon 4th generation and later (bench/RESULTS.md),
-    and may be slower on CPUs without them: there it is asked for,
-    ``amp="bf16"``, not chosen; ``python bench/throughput.py --amp off bf16``
-    measures both on a given CPU). ``"bf16"`` and ``"fp16"`` are honoured on
+    and may be slower on CPUs without them, so ``"auto"`` does not choose it:
+    ask for ``amp="bf16"``, after ``python bench/throughput.py --amp off bf16``
+    has measured both on that CPU). ``"bf16"`` and ``"fp16"`` are honoured on
     every device, the CPU included (that is how the tests run both code
     paths); bf16 on a CUDA GPU without bf16 units is refused.
     """
