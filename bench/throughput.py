@@ -70,9 +70,6 @@ def main(argv: list[str] | None = None) -> int:
     preset = args.preset or ("paper" if device.type == "cuda" else "cpu")
     extra = {"batch_size": args.batch_size} if args.batch_size else {}
 
-    if len(set(args.amp)) != len(args.amp):
-        ap.error(f"--amp {' '.join(args.amp)}: each precision once")
-
     def config(variant, amp):
         return make_config(preset, dataset=args.dataset, data_root=args.data_root, inlier=0, variant=variant,
                            device=args.device, amp=amp, compile=args.compile, max_test=16, **extra)

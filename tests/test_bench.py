@@ -106,7 +106,6 @@ def test_throughput_benchmark_counts_flops_and_reports_each_variant():
                         out[-1]), out[-1]
 
 
-
 def test_throughput_benchmark_compares_precisions_side_by_side():
     out = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "throughput.py"), "--device", "cpu", "--preset", "smoke",
@@ -115,16 +114,17 @@ def test_throughput_benchmark_compares_precisions_side_by_side():
     ).stdout.strip().splitlines()
     assert "amp=off,bf16 " in out[0], out[0]
     assert out[1].startswith("csi@off: ") and out[2].startswith("csi@bf16: "), out
-    assert re.fullmatch(r"throughput device=cpu amp=off,bf16 csi@off_img_s=([0-9.]+) .* csi@bf16_img_s=([0-9.]+) "
-                        r".* csi_speedup=([0-9.]+)", out[-1]), out[-1]
-    off, bf16, speedup = map(float, re.search(r"csi@off_img_s=([0-9.]+) .*csi@bf16_img_s=([0-9.]+) .*"
-                                              r"csi_speedup=([0-9.]+)", out[-1]).groups())
+    last = re.fullmatch(r"throughput device=cpu amp=off,bf16 csi@off_img_s=([0-9.]+) .* csi@bf16_img_s=([0-9.]+) "
+                        r".* csi_speedup=([0-9.]+)", out[-1])
+    assert last, out[-1]
+    off, bf16, speedup = map(float, last.groups())
     assert abs(speedup - bf16 / off) < 0.01 * speedup  # img/s under the last precision over the first
     # "auto" is float32 on the CPU: asking for both is asking for one precision twice
     bad = subprocess.run([sys.executable, str(ROOT / "bench" / "throughput.py"), "--device", "cpu", "--preset",
                           "smoke", "--cycles", "1", "--variants", "csi", "--amp", "auto", "off"],
                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and "resolve to the same precision" in bad.stderr, bad.stderr
+
 
 SCORING_TINY = ["--repeats", "1", "--samples", "1", "--images", "3", "--batch-size", "2", "--n-test", "20",
                 "--n-train", "10", "--threads", "1"]

@@ -47,10 +47,10 @@ def test_train_amp_sets_the_training_precision_and_is_recorded(tmp_path, capsys)
                  "--max-train", "8", "--max-test", "16", "--eval-samples", "1"])
     assert code == 0
     capsys.readouterr()
-    assert json.loads((out / "config.json").read_text())["amp"] == "bf16"
-    assert json.loads((out / "result.json").read_text())["config"]["amp"] == "bf16"
+    result = json.loads((out / "result.json").read_text())
+    assert json.loads((out / "config.json").read_text())["amp"] == "bf16" == result["config"]["amp"]
     # evaluation stays in float32 unless eval_amp (CSI evaluates in float32)
-    assert json.loads((out / "result.json").read_text())["eval_precision"] == "fp32"
+    assert result["eval_precision"] == "fp32"
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--dataset", "shapes", "--inlier", "ring", "--amp", "half"])
     assert "'half'" in capsys.readouterr().err
