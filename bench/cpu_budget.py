@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from csigen.config import PRESETS, SCORES, VARIANTS, make_config
+from csigen.config import PRESETS, SCORES, VARIANTS, make_config, resolve_preset
 from csigen.data import class_names
 from csigen.results import run_dir
 from csigen.train import run
@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     classes = args.classes or class_names(dataset, root=args.data_root)
     classes = [int(c) if str(c).isdigit() else c for c in classes]
     extra = "".join(f" {k}={v!r}" for k, v in overrides.items())
-    print(f"cpu_budget preset={args.preset}{extra} dataset={dataset} classes={len(classes)} variants={','.join(args.variants)} "
+    chosen = resolve_preset(args.preset)  # "cpu": cpu-amx or cpu-fp32, by this machine's CPU
+    print(f"cpu_budget preset={chosen}{extra} dataset={dataset} classes={len(classes)} variants={','.join(args.variants)} "
           f"seeds={','.join(map(str, args.seeds))} device={args.device} threads={torch.get_num_threads()} "
           f"out={args.out}", flush=True)
 

@@ -1,7 +1,8 @@
 """Training throughput of each variant: images/s, achieved TFLOP/s and peak memory (GPU or CPU).
 
 Every variant is built from the same config (``--preset``: ``paper`` on a GPU,
-``cpu`` on the CPU, by default) by :class:`csigen.train.Trainer` with
+``cpu`` on the CPU, by default, which names ``cpu-amx`` or ``cpu-fp32`` by the
+CPU; in the preset's own precision unless ``--amp`` says otherwise) by :class:`csigen.train.Trainer` with
 ``out_dir=None`` (no checkpoints, no evaluation) and trained side by side in
 one process. The unit of time is a *cycle* of ``gan_every`` steps, which holds
 exactly one GAN block for ``csi+g`` and ``full``. Each variant first runs one
@@ -47,7 +48,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from csigen.config import AMP_MODES, PRESETS, VARIANTS, make_config
+from csigen.config import AMP_MODES, PRESETS, VARIANTS, make_config, resolve_preset
 from csigen.data import load_task_for
 from csigen.train import Trainer
 
@@ -57,8 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--preset", default=None, choices=sorted(PRESETS),
                     help="default: paper on a GPU, cpu on the CPU")
-    ap.add_argument("--amp", nargs="+", default=["auto"], choices=AMP_MODES,
-                    help="training precision; several: each variant under each, side by side")
+    ap.add_argument("--amp", nargs="+", default=None, choices=AMP_MODES,
+                    help="training precision (default: the preset's own, e.g. bf16 for cpu-amx, auto for paper); "
+                         "several: each variant under each, side by side")
     ap.add_argument("--compile", action="store_true", help="torch.compile the networks (TrainConfig.compile)")
     ap.add_argument("--batch-size", type=int, default=None, help="override the preset's batch size")
     ap.add_argument("--cycles", type=int, default=3, help="timed cycles (of gan_every steps) per variant")
@@ -67,21 +69,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-root", default=None)
     args = ap.parse_args(argv)
     device = torch.device(args.device)
-    preset = args.preset or ("paper" if device.type == "cuda" else "cpu")
+    preset = resolve_preset(args.preset or ("paper" if device.type == "cuda" else "cpu"))
     extra = {"batch_size": args.batch_size} if args.batch_size else {}
+    amp_modes = args.amp or [None]  # None: the preset's precision
 
     def config(variant, amp):
+        precision = {} if amp is None else {"amp": amp}
         return make_config(preset, dataset=args.dataset, data_root=args.data_root, inlier=0, variant=variant,
-                           device=args.device, amp=amp, compile=args.compile, max_test=16, **extra)
+                           device=args.device, compile=args.compile, max_test=16, **precision, **extra)
 
-    task = load_task_for(config("csi", args.amp[0]))
+    task = load_task_for(config("csi", amp_modes[0]))
     trainers = {}
-    for amp in args.amp:
+    for amp in amp_modes:
         for v in args.variants:
             trainer = Trainer(config(v, amp), None, task=task, progress=False)
-            trainers[v if len(args.amp) == 1 else f"{v}@{trainer.precision.mode}"] = trainer
+            trainers[v if len(amp_modes) == 1 else f"{v}@{trainer.precision.mode}"] = trainer
     labels = list(trainers)
-    if len(labels) != len(args.variants) * len(args.amp):
+    if len(labels) != len(args.variants) * len(amp_modes):
         ap.error(f"--amp {' '.join(args.amp)}: two of them resolve to the same precision on {args.device}")
     first = trainers[labels[0]]
     n, batch = first.config.gan_every, first.batch_size
@@ -127,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         line += [f"{v}_img_s={img_s:.2f}", f"{v}_tflops={achieved[v] / 1e12:.4f}", f"{v}_peak_gb={peak}"]
     if "csi" in achieved and "full" in achieved:
         line.append(f"full_over_csi_flops={achieved['full'] / achieved['csi']:.3f}")
-    if len(args.amp) > 1:
+    if len(amp_modes) > 1:
         lo, hi = (t.precision.mode for t in (trainers[labels[0]], trainers[labels[-1]]))
         line += [f"{v}_speedup={min(times[f'{v}@{lo}']) / min(times[f'{v}@{hi}']):.3f}" for v in args.variants]
     print(f"throughput device={args.device} amp={amps} " + " ".join(line))

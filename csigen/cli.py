@@ -465,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "presets":
         for p in PRESETS.values():
-            print(f"{p.name:6s} {p.doc}")
+            print(f"{p.name:8s} {p.doc}")
         return 0
     from csigen.distributed import launched_by_torchrun
 

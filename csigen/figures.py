@@ -74,7 +74,8 @@ OUTPUT_FILES = ("table1.md", "table1.csv", "table1_per_class.csv", "table1.png",
                 "ablation.png", "fid.csv", "fid.png", "figure2.png", "README.md")
 #: Written into every caption and title that uses a smoke-preset run.
 SMOKE_MARK = "meaningless, smoke"
-_SETTING_NAMES = {"cpu": "CPU scale", "quick": "quick preset", "custom": "custom settings"}
+_SETTING_NAMES = {"cpu": "CPU scale", "cpu-fp32": "CPU scale (float32)", "cpu-amx": "CPU scale (bf16, AMX)",
+                  "quick": "quick preset", "custom": "custom settings"}
 
 
 class SmokeRunsError(ValueError):

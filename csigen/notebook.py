@@ -8,7 +8,9 @@ parameters leave open and returns a :class:`NotebookSettings`:
 
 * smoke mode: ``CSIGEN_SMOKE=1`` (set by the test suite) replaces the task by
   the ``smoke`` preset on the built-in, offline ``shapes`` data (:data:`SMOKE_TASK`);
-* the preset: ``quick`` on a GPU, ``cpu`` without one (:func:`default_preset`);
+* the preset: ``quick`` on a GPU, ``cpu`` without one (:func:`default_preset`),
+  which names the CPU preset for this machine (``cpu-amx`` or ``cpu-fp32``,
+  :func:`csigen.config.resolve_preset`);
 * the class, when ``INLIER`` is None: on CIFAR-10 :data:`GPU_INLIER` (cat, the
   paper's Figure 2) on a GPU and :data:`CPU_INLIER` (automobile, where a short
   CPU run visibly works) without one (:func:`default_inlier`); what to expect
@@ -39,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from csigen import __version__
-from csigen.config import PRESETS, make_config
+from csigen.config import CPU_PRESETS, PRESETS, make_config, resolve_preset
 
 __all__ = [
     "CPU_INLIER", "DEFAULT_OUT", "DRIVE_CACHE", "DRIVE_MOUNT", "DRIVE_RUNS", "ENV_OUT", "ENV_SMOKE",
@@ -73,10 +75,11 @@ CPU_INLIER = "automobile"
 #: ``g_snapshot_every_steps`` of the notebooks' ``csi+g`` and ``full`` runs, per preset (:meth:`NotebookSettings.config`;
 #: an override wins): G's weights every k training steps, so notebook 03 shows its samples across training at a
 #: fixed step interval (not per time-based checkpoint, which would tie the number of snapshots to the hardware).
-#: About 2-10 snapshots per run: smoke 4 steps, cpu 420, quick and paper ~8k and ~40k steps on CIFAR-10 (one class).
+#: About 2-10 snapshots per run: smoke 4 steps, cpu-fp32 420, cpu-amx 1,430, quick and paper ~8k and ~40k steps on
+#: CIFAR-10 (one class).
 #: A preset missing here gets no snapshots. An environment field (``csigen.config.ENVIRONMENT_FIELDS``): it does
 #: not change which run a folder holds, so runs made before it existed are still loaded.
-G_SNAPSHOT_EVERY_STEPS = {"smoke": 2, "cpu": 60, "quick": 1000, "paper": 4000}
+G_SNAPSHOT_EVERY_STEPS = {"smoke": 2, "cpu-fp32": 60, "cpu-amx": 200, "quick": 1000, "paper": 4000}
 
 
 
@@ -107,7 +110,10 @@ def smoke_mode(smoke: bool | None = None) -> bool:
 
 
 def default_preset(gpu: bool) -> str:
-    """The preset a notebook uses when ``PRESET`` is None: ``quick`` on a GPU, ``cpu`` without one."""
+    """The preset a notebook uses when ``PRESET`` is None: ``quick`` on a GPU, ``cpu`` without one.
+
+    :func:`setup` resolves ``cpu`` for this machine (``cpu-amx`` or ``cpu-fp32``).
+    """
     return "quick" if gpu else "cpu"
 
 
@@ -205,16 +211,21 @@ def no_gpu_note(dataset: str = "cifar10", inlier: str | int = CPU_INLIER, preset
     """What a notebook prints without a GPU, before anything runs: how to get one, and what to expect of this run.
 
     The expectation is the preset's own documentation (:data:`csigen.config.PRESETS`,
-    with its measured time and AUROC). A ``cpu`` run on another CIFAR-10 class
-    than :data:`CPU_INLIER` adds that the short run may stay near chance there.
+    with its measured time and AUROC). ``cpu`` is first resolved for this
+    machine (``cpu-amx`` or ``cpu-fp32``, which the note names with the
+    reason). A CPU preset's run on another CIFAR-10 class than
+    :data:`CPU_INLIER` adds that the short run may stay near chance there.
     """
     lines = ["No GPU: this runs on the CPU. In Colab: Runtime > Change runtime type > T4 GPU, then run all."]
-    if preset == "cpu":
-        cpu = make_config("cpu")
-        steps = f"{cpu.max_steps} steps" if cpu.max_steps else f"{cpu.epochs} epochs"
+    preset = resolve_preset(preset)
+    if preset in CPU_PRESETS:
+        cpu = make_config(preset)
+        steps = f"{cpu.max_steps:,} steps" if cpu.max_steps else f"{cpu.epochs} epochs"
         images = f"{cpu.max_train:,} images" if cpu.max_train else "the whole class"
-        lines.append(f"What to expect: preset 'cpu' trains {steps} on {images} of {dataset} / {inlier}, enough "
-                     "to see every part of the method work, with an AUROC below the paper's.")
+        why = ("this CPU has AMX units, where bf16 runs 2.4-2.7x faster than float32" if preset == "cpu-amx"
+               else "this CPU has no AMX units, so it trains in float32")
+        lines.append(f"What to expect: preset {preset!r} ({why}) trains {steps} on {images} of {dataset} / "
+                     f"{inlier}, enough to see every part of the method work, with an AUROC below the paper's.")
         if dataset == "cifar10" and _cifar10_name(inlier) != CPU_INLIER:
             lines.append(f"On a CPU the short run may stay near chance (AUROC 0.5) on {inlier!s}; the class where it "
                          f"visibly works is {CPU_INLIER!r} (INLIER = None picks it when there is no GPU).")
@@ -352,6 +363,7 @@ def setup(*, dataset: str = "cifar10", inlier: str | int | None = None, preset: 
     if preset not in PRESETS:
         raise NotebookSetupError(f"PRESET={preset!r} is not a preset: use None (automatic) or one of "
                                  f"{sorted(PRESETS)} (python -m csigen presets lists what each costs)")
+    preset = resolve_preset(preset)  # "cpu" -> the CPU preset for this machine, the name its runs record
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise NotebookSetupError(f"SEED={seed!r}: use a non-negative integer")
     colab = in_colab()

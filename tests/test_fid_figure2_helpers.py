@@ -92,7 +92,7 @@ def test_g_snapshot_every_spreads_the_snapshots_over_the_run():
     smoke = make_config("smoke")  # 1 epoch, at most 4 steps of 4 images
     assert [fid.g_snapshot_every(smoke, 32, k) for k in (1, 2, 3, 4, 8)] == [4, 2, 2, 1, 1]
     assert fid.g_snapshot_every(smoke, 32, 0) is None
-    cpu = make_config("cpu")  # 7 epochs of 1000 // 32 = 31 steps: 217 steps (at most 420)
+    cpu = make_config("cpu-fp32")  # 7 epochs of 1000 // 32 = 31 steps: 217 steps (at most 420)
     assert cpu.planned_steps(1000) == 217 and fid.g_snapshot_every(cpu, 1000, 4) == math.ceil(217 / 4)
     assert fid.g_snapshot_every(make_config("quick"), 5000, 4) == math.ceil(100 * (5000 // 64) / 4)
     with pytest.raises(ValueError, match="non-negative"):

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from csigen import config as config_module
 from csigen import notebook, results
 from csigen.config import make_config
 
@@ -76,7 +77,8 @@ def test_smoke_setup_replaces_the_task_and_uses_csigen_out(monkeypatch, tmp_path
 def test_preset_and_class_none_follow_the_device(no_smoke, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     settings = notebook.setup(out=tmp_path, verbose=False)
-    assert (settings.dataset, settings.inlier, settings.preset) == ("cifar10", notebook.CPU_INLIER, "cpu")
+    assert (settings.dataset, settings.inlier, settings.preset) == ("cifar10", notebook.CPU_INLIER,
+                                                                   config_module.choose_cpu_preset())
     assert capsys.readouterr().out == ""  # verbose=False prints nothing
 
 
@@ -87,20 +89,26 @@ def test_preset_and_class_none_on_a_gpu_are_quick_and_cat(no_smoke, tmp_path, ca
     assert "Tesla T4 (compute 7.5, 15.0 GiB)" in printed and "No GPU" not in printed
 
 
+@pytest.mark.parametrize("amx, chosen", [(True, "cpu-amx"), (False, "cpu-fp32")])
 def test_without_a_gpu_the_class_is_the_cpu_class_and_the_expectation_is_printed(no_smoke, tmp_path, capsys,
-                                                                                  cpu_only):
+                                                                                  cpu_only, monkeypatch, amx, chosen):
+    monkeypatch.setattr(config_module, "cpu_has_amx", lambda: amx)
     settings = notebook.setup(out=tmp_path)
-    assert settings.inlier == notebook.CPU_INLIER == "automobile" and settings.preset == "cpu"
+    assert settings.inlier == notebook.CPU_INLIER == "automobile" and settings.preset == chosen
+    assert settings.run_dir("csi").name == f"cifar10-automobile-csi-{chosen}-s0"
+    assert settings.config("full").g_snapshot_every_steps == notebook.G_SNAPSHOT_EVERY_STEPS[chosen]
     printed = capsys.readouterr().out
     assert "cifar10 / automobile" in printed and "What to expect" in printed
-    assert notebook.PRESETS["cpu"].doc in printed  # the preset's documentation, with its measured time and AUROC
+    assert notebook.PRESETS[chosen].doc in printed  # the preset's documentation, with its measured time and AUROC
+    assert ("this CPU has AMX units" in printed) == amx and ("this CPU has no AMX units" in printed) != amx
     assert "near chance" not in printed
     assert notebook.setup(out=tmp_path, inlier=3, verbose=False).inlier == 3  # an explicit class is kept
+    assert notebook.setup(out=tmp_path, preset="cpu-fp32", verbose=False).preset == "cpu-fp32"  # named: kept
 
 
 def test_an_explicit_class_other_than_the_cpu_class_is_kept_with_a_warning(no_smoke, tmp_path, capsys, cpu_only):
     settings = notebook.setup(out=tmp_path, inlier="cat")
-    assert settings.inlier == "cat" and settings.preset == "cpu"
+    assert settings.inlier == "cat" and settings.preset == config_module.choose_cpu_preset()
     assert "near chance (AUROC 0.5) on cat" in capsys.readouterr().out
     assert "near chance" not in notebook.no_gpu_note("cifar10", 1, "cpu")  # index 1 is automobile
 
@@ -243,7 +251,8 @@ def test_device_info_gpu(fake_gpu):
 def test_no_gpu_note_describes_the_cpu_preset():
     cpu = make_config("cpu")
     note = notebook.no_gpu_note()
-    assert f"{cpu.max_steps} steps on {cpu.max_train:,} images of cifar10 / {notebook.CPU_INLIER}" in note
+    assert f"{cpu.max_steps:,} steps on {cpu.max_train:,} images of cifar10 / {notebook.CPU_INLIER}" in note
+    assert f"preset {cpu.preset!r}" in note and notebook.PRESETS[cpu.preset].doc in note
     smoke = notebook.no_gpu_note("shapes", "stripes", "smoke")
     assert "preset 'smoke' on shapes / stripes" in smoke and notebook.PRESETS["smoke"].doc in smoke
 

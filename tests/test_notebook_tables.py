@@ -148,7 +148,7 @@ def test_sweep_plan_says_what_a_rerun_does(sweep):
     new = make_config("cpu", dataset="cifar10", inlier="dog", variant="full", seed=0)
     plan = results.sweep_plan([configs[0], interrupted, new], root)
     assert list(plan["state"]) == ["finished", "interrupted", "to train"]
-    assert plan["run"].iloc[2].endswith("cifar10-dog-full-cpu-s0") and not results.run_dir(root, new).exists()
+    assert plan["run"].iloc[2].endswith(f"cifar10-dog-full-{new.preset}-s0") and not results.run_dir(root, new).exists()
 
 
 def test_run_times_and_chart_rows(sweep):

@@ -281,7 +281,7 @@ def test_full_variant_learns_on_shapes():
     0.750 after 40 steps). The untrained F must stay below the bar, so a run that does not learn
     fails.
     """
-    cfg = make_config("cpu", dataset="shapes", inlier="stripes", variant="full", batch_size=8, max_steps=30,
+    cfg = make_config("cpu-fp32", dataset="shapes", inlier="stripes", variant="full", batch_size=8, max_steps=30,
                       max_train=128, max_test=240, eval_samples=1)
     trainer = Trainer(cfg, None, progress=False)
     before = trainer.evaluate()["auroc"]

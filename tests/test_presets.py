@@ -1,0 +1,80 @@
+"""The named presets, and ``cpu``, which stands for ``cpu-amx`` or ``cpu-fp32`` by the machine's CPU."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from csigen import config as C
+from csigen.cli import main
+from csigen.results import run_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(params=[True, False], ids=["amx", "no-amx"])
+def amx(request, monkeypatch):
+    monkeypatch.setattr(C, "cpu_has_amx", lambda: request.param)
+    return request.param
+
+
+def test_cpu_names_the_preset_for_this_cpu_and_the_config_records_it(amx, tmp_path):
+    chosen = "cpu-amx" if amx else "cpu-fp32"
+    assert C.resolve_preset("cpu") == C.choose_cpu_preset() == chosen
+    cfg = C.make_config("cpu", dataset="cifar10", inlier="cat", variant="csi")
+    assert cfg == C.make_config(chosen, dataset="cifar10", inlier="cat", variant="csi") and cfg.preset == chosen
+    assert (cfg.amp, cfg.max_steps, cfg.epochs) == (("bf16", 1430, 25) if amx else ("off", 420, 7))
+    assert run_dir(tmp_path, cfg).name == f"cifar10-cat-csi-{chosen}-s0"
+
+
+def test_cpu_amx_is_cpu_fp32_in_bf16_with_more_steps():
+    fp32, amx = C.make_config("cpu-fp32").to_dict(), C.make_config("cpu-amx").to_dict()
+    differ = {k: (fp32[k], amx[k]) for k in fp32 if fp32[k] != amx[k]}
+    assert differ == {"preset": ("cpu-fp32", "cpu-amx"), "amp": ("off", "bf16"), "epochs": (7, 25),
+                      "max_steps": (420, 1430)}
+    assert C.make_config("cpu-amx").planned_steps(2000) == 1430  # 25 epochs of 62 steps, capped at 1,430
+
+
+def test_cpu_fp32_is_the_recipe_of_the_committed_cpu_reproduction():
+    """results/cifar10-cpu was recorded as preset 'cpu' before the split (amp 'auto', float32 on a CPU)."""
+    recorded = json.loads((ROOT / "results/cifar10-cpu/imagefolder-cat-csi-cpu-s0/config.json").read_text())
+    requested = C.make_config("cpu-fp32", dataset="imagefolder", inlier="cat", variant="csi", seed=0,
+                              data_root=recorded["data_root"])
+    assert sorted(C.same_run_config(recorded, requested)) == ["amp", "preset"]
+    assert recorded["amp"] == "auto" and recorded["preset"] == "cpu"
+
+
+def test_an_unknown_preset_names_the_choices():
+    with pytest.raises(C.ConfigError, match=r"unknown preset 'gpu'.*'cpu-amx'.*python -m csigen presets"):
+        C.make_config("gpu")
+
+
+@pytest.mark.parametrize("answer, expected", [(True, True), (False, False), (RuntimeError("no"), False)])
+def test_cpu_has_amx_asks_torch(monkeypatch, answer, expected):
+    def probe():
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", probe, raising=False)
+    assert C.cpu_has_amx() is expected
+
+
+@pytest.mark.parametrize("flags, expected", [("fpu sse avx512_bf16 amx_bf16 amx_tile", True),
+                                              ("fpu sse avx2", False), (None, False)])
+def test_cpu_has_amx_reads_cpuinfo_where_torch_cannot_say(monkeypatch, tmp_path, flags, expected):
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
+    cpuinfo = tmp_path / "cpuinfo"
+    if flags is not None:
+        cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n\n")
+    monkeypatch.setattr(C, "CPUINFO", str(cpuinfo))
+    assert C.cpu_has_amx() is expected
+
+
+def test_presets_command_lists_cpu_and_the_two_it_stands_for(capsys):
+    assert main(["presets"]) == 0
+    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert names == list(C.PRESETS) and {"cpu", "cpu-fp32", "cpu-amx"} <= set(names)
