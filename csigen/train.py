@@ -223,9 +223,16 @@ class _Precision:
     """
 
     def __init__(self, amp: str, device: torch.device):
+        from csigen.config import cpu_has_amx
+
         self.device = torch.device(device)
         self.mode = resolve_precision(amp, self.device)
         self.dtype = AMP_DTYPES[self.mode]
+        if self.device.type == "cpu" and self.mode == "bf16" and not cpu_has_amx():
+            warnings.warn(
+                "amp='bf16' on a CPU without AMX units: bf16 may train slower than float32 here (measure both "
+                "with python bench/throughput.py --device cpu --preset cpu-fp32 --amp off bf16). Continuing; "
+                "preset 'cpu' names 'cpu-fp32' (float32) on this CPU.", RuntimeWarning, stacklevel=3)
         self.scalers: dict[str, torch.amp.GradScaler] = {}
         self.skipped: dict[str, int] = {}
 

@@ -1,5 +1,6 @@
 """The benchmarks under bench/ run and print the line they document (no timing is asserted here)."""
 
+import os
 import re
 import subprocess
 import sys
@@ -7,6 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from csigen.config import resolve_preset
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -172,3 +175,18 @@ def test_train_step_benchmark_reports_its_line(levers):
     assert re.fullmatch(pattern, lines[-1]), lines[-1]
     if reference.is_dir():
         assert "spread of the 1 paired repeats: min" in lines[-2], lines[-2]
+
+
+@pytest.mark.parametrize("preset, args", [(None, []), ("cpu-fp32", []), ("cpu-amx", ["data", "elsewhere"])])
+def test_cpu_reproduction_runs_the_cpu_preset_for_this_machine_into_its_own_folder(preset, args):
+    # PRESET unset: what 'cpu' names here (cpu-amx or cpu-fp32), so one folder never mixes the two recipes
+    script = (ROOT / "tools" / "cpu_reproduction.sh").read_text()
+    lines = [line for line in script.splitlines() if re.match(r"(py|preset|out)=", line)]
+    env = {k: v for k, v in os.environ.items() if k != "PRESET"} | {"PYTHON": sys.executable}
+    if preset:
+        env["PRESET"] = preset
+    done = subprocess.run(["bash", "-c", "\n".join(lines) + '\necho "$preset $out"', "_", *args], env=env,
+                          cwd=ROOT, capture_output=True, text=True, check=True, timeout=120)
+    chosen = preset or resolve_preset("cpu")
+    assert done.stdout == f"{chosen} {args[1] if args else 'results/cifar10-' + chosen}\n"
+    assert len(lines) == 3 and '--preset "$preset"' in script

@@ -363,3 +363,21 @@ def test_reconstruction_loss_is_float32_under_autocast():
     with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
         out = L.reconstruction_loss(model, x, x_hat, T, generator=torch.Generator().manual_seed(1))
     assert all(v.dtype == torch.float32 for v in out.values())
+
+
+@pytest.mark.parametrize("amx", [True, False])
+def test_bf16_on_a_cpu_without_amx_units_warns_that_it_may_be_slow(monkeypatch, amx):
+    import warnings
+
+    from csigen import config as C
+    from csigen.train import _Precision
+
+    monkeypatch.setattr(C, "cpu_has_amx", lambda: amx)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert _Precision("bf16", torch.device("cpu")).mode == "bf16"
+        _Precision("off", torch.device("cpu"))
+    slow = [w for w in caught if "without AMX units" in str(w.message)]
+    assert len(slow) == (0 if amx else 1)
+    if slow:
+        assert "bench/throughput.py" in str(slow[0].message) and "'cpu-fp32'" in str(slow[0].message)

@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # The CPU-scale CIFAR-10 reproduction (issues 10 and 12), resumable: re-run it after an interruption
 # and only what is missing trains (bench/cpu_budget.py resumes each run folder).
-#   bash tools/cpu_reproduction.sh [DATA_ROOT] [OUT]
+#   [PRESET=cpu-fp32|cpu-amx] bash tools/cpu_reproduction.sh [DATA_ROOT] [OUT]
 # DATA_ROOT: CIFAR-10 as ImageFolder (train/, test/), default ../shared/data/cifar10-jpg;
-# OUT: default results/cifar10-<preset>, with <preset> what the cpu preset names on this machine: cpu-amx on a
-# CPU with AMX units, else cpu-fp32 (results/cifar10-cpu holds the float32 recipe's reproduction, recorded as
-# preset 'cpu' before the split). Each stage prints bench/cpu_budget.py's lines to OUT/logs/.
+# OUT: default results/cifar10-<preset>, with <preset> $PRESET if set, else what the cpu preset names on this
+# machine: cpu-amx on a CPU with AMX units, else cpu-fp32 (results/cifar10-cpu holds the float32 recipe's
+# reproduction, recorded as preset 'cpu' before the split). Each stage prints bench/cpu_budget.py's lines to
+# OUT/logs/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data=${1:-../shared/data/cifar10-jpg}
 py=${PYTHON:-python}
-preset=$("$py" -c 'from csigen.config import resolve_preset; print(resolve_preset("cpu"))')
+preset=${PRESET:-$("$py" -c 'from csigen.config import resolve_preset; print(resolve_preset("cpu"))')}
 out=${2:-results/cifar10-$preset}
 mkdir -p "$out/logs"
 append_new() {  # append_new FILE: append the lines of stdin that FILE does not hold yet, as they come
@@ -29,7 +30,7 @@ append_new() {  # append_new FILE: append the lines of stdin that FILE does not 
 }
 stage() {  # stage NAME ARGS...: one bench/cpu_budget.py call, its new output lines appended to OUT/logs/NAME.log
   local name=$1; shift
-  "$py" bench/cpu_budget.py --data-root "$data" --out "$out" --no-progress "$@" 2>&1 | append_new "$out/logs/$name.log"
+  "$py" bench/cpu_budget.py --data-root "$data" --out "$out" --preset "$preset" --no-progress "$@" 2>&1 | append_new "$out/logs/$name.log"
 }
 # issue 12's acceptance runs first: automobile and cat, csi (three seeds), every class with csi (bench/RESULTS.md's
 # ten-class record), then full on automobile and cat (seed 0 of both first, for an early paired look at full
