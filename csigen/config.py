@@ -485,8 +485,9 @@ PRESETS: dict[str, Preset] = {
             "cpu-fp32",
             dict(CPU_FP32),
             "The cpu preset on a CPU without AMX units (laptops, Colab's CPU runtime), in float32 "
-            "(amp='off'): 420 steps of 32 images (7 epochs of 2,000 training images; 2,000 stratified test images, R = 4 draws). Departs from the paper on purpose, to learn "
-            "in 15 minutes: F is a ResNet-18 of half width (f_width=32: a quarter of the FLOPs), the schedule "
+            "(amp='off'): 420 steps of 32 images (7 epochs of 2,000 training images; 2,000 stratified test "
+            "images, R = 4 draws). Departs from the paper on purpose, to learn in 15 minutes: F is a "
+            "ResNet-18 of half width (f_width=32: a quarter of the FLOPs), the schedule "
             "is 7 epochs (warm-up 0.5) instead of 1,000, G/E/D have 64 channels, the rotation head is pushed "
             "to learn early (L_CSI = L_con-SI + 3 L_cls-SI, cls_weight=3; training crops of 30-100% of the "
             "image, train_crop_min=0.3, instead of CSI's 8-100%), and the reported score is CSI's "
