@@ -482,7 +482,7 @@ PRESETS: dict[str, Preset] = {
             "One CIFAR-10 class on a 2-core CPU in about 15 minutes, chosen for this machine's CPU "
             "(csigen.config.choose_cpu_preset): 'cpu-amx' where the CPU has AMX units (bf16 at 2.4-2.7x the "
             "float32 speed: 1,430 steps), else 'cpu-fp32' (420 float32 steps). Each run records the one chosen.",
-            choose=lambda: choose_cpu_preset(),
+            choose=choose_cpu_preset,
         ),
         Preset(
             "cpu-fp32",

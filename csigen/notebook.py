@@ -222,7 +222,7 @@ def no_gpu_note(dataset: str = "cifar10", inlier: str | int = CPU_INLIER, preset
         cpu = make_config(preset)
         steps = f"{cpu.max_steps:,} steps" if cpu.max_steps else f"{cpu.epochs} epochs"
         images = f"{cpu.max_train:,} images" if cpu.max_train else "the whole class"
-        why = ("this CPU has AMX units, where bf16 runs 2.4-2.7x faster than float32" if preset == "cpu-amx"
+        why = ("this CPU has AMX units, where bf16 runs 2.4-2.7x faster than float32" if cpu.amp == "bf16"
                else "this CPU has no AMX units, so it trains in float32")
         lines.append(f"What to expect: preset {preset!r} ({why}) trains {steps} on {images} of {dataset} / "
                      f"{inlier}, enough to see every part of the method work, with an AUROC below the paper's.")
