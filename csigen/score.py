@@ -39,6 +39,7 @@ __all__ = [
     "auroc",
     "compute_score",
     "csi_score",
+    "csi_score_terms",
     "csi_weights",
     "extract_features",
     "nearest_neighbour_score",
@@ -449,16 +450,50 @@ def csi_score(
     return _csi_from_similarity(sim, test, train, weights)
 
 
-def _csi_from_similarity(sim: Tensor, test: Features, train: Features,
-                         weights: tuple[Tensor, Tensor] | None = None) -> Tensor:
-    """CSI's score from ``sim`` ``(N_test, K)``, the per-shift max over training images of <z_k(x), u_k(x')>."""
+def csi_score_terms(
+    test: Features,
+    train: Features,
+    *,
+    weights: tuple[Tensor, Tensor] | None = None,
+    chunk_size: int = 1024,
+) -> dict[str, Tensor]:
+    """The two terms of :func:`csi_score`, whose sum it is: which one carries a run's score.
+
+    ::
+
+        similarity(x) = 1/K sum_k w_sim[k] * max_{x'} <z_k(x), z_k(x') / ||z_k(x')||>
+        shift(x)      = 1/K sum_k w_shi[k] * shift_logit_k(x)[k]
+
+    (``similarity`` is the contrastive features' part, ``shift`` the rotation
+    head's; ``bench/score_terms.py`` reports the AUROC of each for finished runs).
+
+    Returns:
+        ``{"similarity": (N_test,), "shift": (N_test,)}`` float32, on the device of ``train``'s features.
+    """
+    _check_pair(test, train)
+    sim = _per_shift_max(test.simclr, _unit(train.simclr), chunk_size)  # (N, K)
+    sim_k, shi_k = _csi_terms(sim, test, train, weights)
+    return {"similarity": sim_k.mean(dim=1), "shift": shi_k.mean(dim=1)}
+
+
+def _csi_terms(sim: Tensor, test: Features, train: Features,
+               weights: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+    """CSI's two weighted terms per shift, each ``(N_test, K)``, from ``sim`` ``(N_test, K)``, the per-shift
+    max over training images of <z_k(x), u_k(x')>."""
     w_sim, w_shi = csi_weights(train) if weights is None else weights
     dev = sim.device
     w_sim = torch.as_tensor(w_sim, dtype=torch.float32, device=dev)
     w_shi = torch.as_tensor(w_shi, dtype=torch.float32, device=dev)
     idx = torch.arange(test.num_shifts, device=test.shift.device)
     shi = test.shift[:, idx, idx].to(dev, torch.float32)  # (N, K)
-    return (sim * w_sim + shi * w_shi).mean(dim=1)
+    return sim * w_sim, shi * w_shi
+
+
+def _csi_from_similarity(sim: Tensor, test: Features, train: Features,
+                         weights: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    """CSI's score from ``sim`` ``(N_test, K)``, the per-shift max over training images of <z_k(x), u_k(x')>."""
+    sim_k, shi_k = _csi_terms(sim, test, train, weights)
+    return (sim_k + shi_k).mean(dim=1)
 
 
 def compute_score(name: str, test: Features, train: Features, *, chunk_size: int = 1024) -> Tensor:

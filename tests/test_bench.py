@@ -1,5 +1,6 @@
 """The benchmarks under bench/ run and print the line they document (no timing is asserted here)."""
 
+import json
 import os
 import re
 import subprocess
@@ -190,3 +191,18 @@ def test_cpu_reproduction_runs_the_cpu_preset_for_this_machine_into_its_own_fold
     chosen = preset or resolve_preset("cpu")
     assert done.stdout == f"{chosen} {args[1] if args else 'results/cifar10-' + chosen}\n"
     assert len(lines) == 3 and '--preset "$preset"' in script
+
+
+def test_score_terms_reports_each_term_and_the_run_s_csi_auroc(tmp_path):
+    # a smoke run of cpu_budget, then its CSI score split into its two terms; the sum's AUROC is the record's
+    subprocess.run([sys.executable, str(ROOT / "bench" / "cpu_budget.py"), "--preset", "smoke", "--dataset", "shapes",
+                    "--classes", "stripes", "--out", str(tmp_path), "--no-progress"],
+                   cwd=ROOT, capture_output=True, text=True, timeout=600, check=True)
+    run = tmp_path / "shapes-stripes-csi-smoke-s0"
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "score_terms.py"), str(run)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600, check=True).stdout.strip().splitlines()
+    m = re.fullmatch(r"shapes-stripes-csi-smoke-s0 csi=([0-9.]+) similarity=([0-9.]+) shift=([0-9.]+) steps=4", out[0])
+    assert m, out[0]
+    record = json.loads((run / "result.json").read_text())
+    assert abs(float(m.group(1)) - record["scores"]["csi"]["auroc"]) < 1e-4
+    assert re.fullmatch(r"score_terms runs=1 csi=[0-9.]+ similarity=[0-9.]+ shift=[0-9.]+", out[-1]), out[-1]

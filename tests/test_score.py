@@ -21,6 +21,7 @@ from csigen.score import (
     auroc,
     compute_score,
     csi_score,
+    csi_score_terms,
     csi_weights,
     extract_features,
     nearest_neighbour_score,
@@ -147,6 +148,22 @@ def test_csi_score_formula():
     # explicit weights are used as given
     torch.testing.assert_close(csi_score(test, train, weights=(torch.ones(4), torch.zeros(4))),
                                nearest_neighbour_score(test, train, neighbour="per_shift") / 4)
+
+
+def test_csi_score_terms_are_its_two_terms():
+    """The similarity term (shift head weighted out) and the shift term (similarity weighted out) sum to csi_score."""
+    test, train = random_features(9, k=4, d=6, seed=21), random_features(14, k=4, d=6, seed=22)
+    terms = csi_score_terms(test, train, chunk_size=5)
+    assert set(terms) == {"similarity", "shift"} and all(v.shape == (9,) for v in terms.values())
+    torch.testing.assert_close(terms["similarity"] + terms["shift"], csi_score(test, train))
+    w_sim, w_shi = csi_weights(train)
+    torch.testing.assert_close(terms["similarity"], csi_score(test, train, weights=(w_sim, torch.zeros(4))))
+    torch.testing.assert_close(terms["shift"], csi_score(test, train, weights=(torch.zeros(4), w_shi)))
+    # the shift term is the weighted logit of the right rotation, whatever the features' similarity
+    idx = torch.arange(4)
+    torch.testing.assert_close(terms["shift"], (test.shift[:, idx, idx] * w_shi).mean(dim=1))
+    with pytest.raises(ValueError):
+        csi_score_terms(test, Features(train.simclr[:, :2], train.shift[:, :2, :2]))
 
 
 # --------------------------------------------------------------------------- #
