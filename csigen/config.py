@@ -151,7 +151,13 @@ class TrainConfig:
     warmup_epochs: float = 10.0
     warmup_multiplier: float = 10.0
     # generative part
+    #: N of Algorithm 1 ("if every N batches"): a GAN block, ending in F's L_JOINT update (Eq. 5), follows every
+    #: N-th F step. The paper gives no N; 5 is csigen's choice (bench/RESULTS.md, issue 12's sixth round, has
+    #: N = 3, 4 and 10 against it on a CPU).
     gan_every: int = 5
+    #: B', the latents h per GAN block, i.e. the synthetic images in L_D, L_CSI-S and L_JOINT (Algorithm 1:
+    #: "Sample plenty h"; the paper gives no number). None (csigen's reading): as many as the real batch
+    #: (B' = B); a larger number is the other reading of "plenty".
     gan_batch_size: int | None = None
     z_dim: int = 128
     g_channels: int = 256
