@@ -46,6 +46,11 @@ SCHEMA_CHANGES: dict[int, str] = {
 #: :func:`same_run_config` ignores them (a run may resume on another device or data folder).
 ENVIRONMENT_FIELDS = ("device", "data_root", "download", "checkpoint_every_s", "checkpoint_every_steps",
                       "g_snapshot_every_steps", "compile")
+#: Fields only the generative part reads (G, D, E, D' and their updates, Algorithm 1's GAN block): a ``csi``
+#: run has no G, so it computes the same whatever their values, and :func:`same_run_config` ignores them
+#: between two ``csi`` configs (a preset may change its GAN without making its ``csi`` runs other runs).
+GENERATIVE_FIELDS = ("gan_every", "gan_batch_size", "z_dim", "g_channels", "d_channels", "e_channels", "gan_lr",
+                     "gan_betas", "gan_loss", "rec_lambda", "rec_reduction", "critic_bn_stats")
 #: Fields only the evaluation reads (after training), except a time-budget run's plan (csigen.budget subtracts
 #: an estimate of the evaluation): a finished run without a time budget can be scored again under other values
 #: of them without training again (:func:`csigen.rescore.rescore_run`, ``python -m csigen eval --save``).
@@ -343,6 +348,7 @@ def same_run_config(saved: dict[str, Any], config: TrainConfig, what: str = "the
     (:func:`upgrade_config_dict`) before comparing. Ignored:
 
     * :data:`ENVIRONMENT_FIELDS` (device, data folder, checkpoint and G-snapshot cadence);
+    * :data:`GENERATIVE_FIELDS` when both are ``csi`` runs (which have no G);
     * fields the record does not have (new since its schema version) that
       ``config`` leaves at their default: a run written before a field existed
       is the same run as one asking for that field's default.
@@ -358,10 +364,11 @@ def same_run_config(saved: dict[str, Any], config: TrainConfig, what: str = "the
         raise ConfigError(f"{what}: its config cannot be read by this csigen ({exc})") from exc
     requested = config.to_dict()
     defaults = TrainConfig().to_dict()
+    ignored = ENVIRONMENT_FIELDS + (GENERATIVE_FIELDS if recorded["variant"] == requested["variant"] == "csi" else ())
     diffs = []
     for f in dataclasses.fields(TrainConfig):
         name = f.name
-        if name in ENVIRONMENT_FIELDS:
+        if name in ignored:
             continue
         if name not in present and requested[name] == defaults[name]:
             continue

@@ -21,6 +21,7 @@ from csigen.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from csigen.cli import main
 from csigen.config import (
     ENVIRONMENT_FIELDS,
+    GENERATIVE_FIELDS,
     SCHEMA_VERSION,
     ConfigError,
     RunConfigMismatchError,
@@ -280,3 +281,26 @@ def test_rerunning_the_train_command(tmp_path, capsys):
     redone = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert redone["steps"] == 1 and redone["config"]["max_steps"] == 1
     assert redone == json.loads((out / "result.json").read_text())
+
+
+def test_a_csi_run_is_the_same_run_whatever_its_generative_fields(tmp_path):
+    gan = dict(gan_every=3, gan_batch_size=2, z_dim=16, g_channels=8, d_channels=8, e_channels=8,
+               gan_lr=1e-3, gan_betas=(0.5, 0.9), gan_loss="hinge", rec_lambda=10.0, rec_reduction="sum",
+               critic_bn_stats="update")
+    assert set(gan) == set(GENERATIVE_FIELDS)
+    kw = dict(dataset="shapes", inlier="stripes", max_steps=3, checkpoint_every_steps=None)
+    csi, full = (make_config("smoke", variant=v, **kw) for v in ("csi", "full"))
+    assert same_run_config(csi.to_dict(), dataclasses.replace(csi, **gan)) == []
+    # with a G they are other runs; and a csi record is never a full run
+    in_order = [f.name for f in dataclasses.fields(TrainConfig) if f.name in gan]
+    assert same_run_config(full.to_dict(), dataclasses.replace(full, **gan)) == in_order
+    assert "variant" in same_run_config(csi.to_dict(), dataclasses.replace(full, **gan))
+    # the claim behind the rule: a csi run trains F alike whatever the generative fields say
+    weights = []
+    for config in (csi, dataclasses.replace(csi, **gan)):
+        trainer = Trainer(config, tmp_path / str(len(weights)), progress=False)
+        for _ in range(3):
+            trainer.run_step()
+        weights.append(trainer.nets.F.state_dict())
+    for name, value in weights[0].items():
+        torch.testing.assert_close(weights[1][name], value, rtol=0, atol=0, msg=name)
