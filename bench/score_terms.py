@@ -57,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     for run_dir in args.runs:
         r = term_aurocs(run_dir, device=args.device)
         rows.append(r)
-        print(f"{Path(run_dir).name} csi={r['csi']:.4f} similarity={r['similarity']:.4f} shift={r['shift']:.4f} "
-              f"steps={r['steps']}", flush=True)
+        print(f"{Path(run_dir).name} csi={r['csi']:.4f} similarity={r['similarity']:.4f} "
+              f"shift={r['shift']:.4f} steps={r['steps']}", flush=True)
     means = " ".join(f"{k}={statistics.mean(r[k] for r in rows):.4f}" for k in ("csi", "similarity", "shift"))
     print(f"score_terms runs={len(rows)} {means}")
     return 0

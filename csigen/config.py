@@ -49,8 +49,8 @@ ENVIRONMENT_FIELDS = ("device", "data_root", "download", "checkpoint_every_s", "
 #: Fields only the generative part reads (G, D, E, D' and their updates, Algorithm 1's GAN block): a ``csi``
 #: run has no G, so it computes the same whatever their values, and :func:`same_run_config` ignores them
 #: between two ``csi`` configs (a preset may change its GAN without making its ``csi`` runs other runs).
-GENERATIVE_FIELDS = ("gan_every", "gan_batch_size", "z_dim", "g_channels", "d_channels", "e_channels", "gan_lr",
-                     "gan_betas", "gan_loss", "rec_lambda", "rec_reduction", "critic_bn_stats")
+GENERATIVE_FIELDS = ("gan_every", "gan_batch_size", "z_dim", "g_channels", "d_channels", "e_channels",
+                     "gan_lr", "gan_betas", "gan_loss", "rec_lambda", "rec_reduction", "critic_bn_stats")
 #: Fields only the evaluation reads (after training), except a time-budget run's plan (csigen.budget subtracts
 #: an estimate of the evaluation): a finished run without a time budget can be scored again under other values
 #: of them without training again (:func:`csigen.rescore.rescore_run`, ``python -m csigen eval --save``).
@@ -156,9 +156,9 @@ class TrainConfig:
     warmup_epochs: float = 10.0
     warmup_multiplier: float = 10.0
     # generative part
-    #: N of Algorithm 1 ("if every N batches"): a GAN block, ending in F's L_JOINT update (Eq. 5), follows every
-    #: N-th F step. The paper gives no N; 5 is csigen's choice (bench/RESULTS.md, issue 12's sixth round, has
-    #: N = 3, 4 and 10 against it on a CPU).
+    #: N of Algorithm 1 ("if every N batches"): a GAN block, ending in F's L_JOINT update (Eq. 5), follows
+    #: every N-th F step. The paper gives no N; 5 is csigen's choice (bench/RESULTS.md, issue 12's sixth
+    #: round, has N = 3, 4 and 10 against it on a CPU).
     gan_every: int = 5
     #: B', the latents h per GAN block, i.e. the synthetic images in L_D, L_CSI-S and L_JOINT (Algorithm 1:
     #: "Sample plenty h"; the paper gives no number). None (csigen's reading): as many as the real batch
@@ -364,7 +364,8 @@ def same_run_config(saved: dict[str, Any], config: TrainConfig, what: str = "the
         raise ConfigError(f"{what}: its config cannot be read by this csigen ({exc})") from exc
     requested = config.to_dict()
     defaults = TrainConfig().to_dict()
-    ignored = ENVIRONMENT_FIELDS + (GENERATIVE_FIELDS if recorded["variant"] == requested["variant"] == "csi" else ())
+    both_csi = recorded["variant"] == requested["variant"] == "csi"
+    ignored = ENVIRONMENT_FIELDS + (GENERATIVE_FIELDS if both_csi else ())
     diffs = []
     for f in dataclasses.fields(TrainConfig):
         name = f.name
