@@ -30,11 +30,11 @@ def test_cpu_names_the_preset_for_this_cpu_and_the_config_records_it(amx, tmp_pa
     assert run_dir(tmp_path, cfg).name == f"cifar10-cat-csi-{chosen}-s0"
 
 
-def test_cpu_amx_is_cpu_fp32_in_bf16_with_more_steps():
+def test_cpu_amx_is_cpu_fp32_in_bf16_with_more_steps_and_gan_every_4():
     fp32, amx = C.make_config("cpu-fp32").to_dict(), C.make_config("cpu-amx").to_dict()
     differ = {k: (fp32[k], amx[k]) for k in fp32 if fp32[k] != amx[k]}
     assert differ == {"preset": ("cpu-fp32", "cpu-amx"), "amp": ("off", "bf16"), "epochs": (7, 25),
-                      "max_steps": (420, 1430)}
+                      "max_steps": (420, 1430), "gan_every": (5, 4)}
     assert C.make_config("cpu-amx").planned_steps(2000) == 1430  # 25 epochs of 62 steps, capped at 1,430
 
 
