@@ -102,7 +102,7 @@ class TrainConfig:
         decay 1e-6, ``warmup_epochs`` of linear warm-up to
         ``warmup_multiplier`` x lr, then cosine decay, stepped per iteration.
     GAN (the paper): Adam lr 2e-4, betas (0.9, 0.999) for G, E, D and D';
-        GAN updates every ``gan_every`` F steps (N = 5).
+        GAN updates every ``gan_every`` F steps (N = 5 by default; the cpu-amx preset uses 4).
     """
 
     # data

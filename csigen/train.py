@@ -14,7 +14,7 @@ Entry points:
 One training step (``variant="full"``), following Algorithm 1 line by line:
 
 1. F: minimise L_CSI(X) (Eq. 4) with LARS.
-2. Every ``gan_every`` steps (N = 5), with h ~ N(0, I), X~ = G(h), X^ = G(E(X)):
+2. Every ``gan_every`` steps (N = 5 by default), with h ~ N(0, I), X~ = G(h), X^ = G(E(X)):
 
    a. D: minimise -L_D(X, X~, X^) (Eq. 7); then G, E: maximise it.
    b. G: minimise L_CSI-S(G(h)) (Eq. 6) through a frozen F.
