@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from csigen import score as S
 from csigen.distributed import unwrap
-from csigen.train import Trainer, eval_features
+from csigen.train import Trainer, eval_feature_pair
 
 
 def term_aurocs(run_dir: str | Path, device: str | None = None) -> dict[str, float]:
@@ -38,10 +38,8 @@ def term_aurocs(run_dir: str | Path, device: str | None = None) -> dict[str, flo
     trainer = Trainer.from_run(run_dir, device=device)
     config, task = trainer.config, trainer.task
     F = unwrap(trainer.nets.F)
-    kw = {"device": trainer.device, "seed": 0, "num_samples": config.eval_samples,
-          "amp_dtype": trainer.amp_dtype if config.eval_amp else None}
-    train = eval_features(F, task, config, "train", **kw)
-    test = eval_features(F, task, config, "test", **kw)
+    train, test = eval_feature_pair(F, task, config, device=trainer.device, seed=0,
+                                    amp_dtype=trainer.amp_dtype if config.eval_amp else None)
     terms = {name: v.float().cpu() for name, v in S.csi_score_terms(test, train).items()}
     terms = {"csi": terms["similarity"] + terms["shift"], **terms}
     inlier = task.test_is_inlier.cpu()

@@ -1417,10 +1417,9 @@ class Figure2Run:
 
 def _figure2_features(F, task, config, device, seed: int = 0):
     """Features of the training and test images with the settings of :func:`csigen.train.evaluate_model` (fp32)."""
-    from csigen.train import eval_features
+    from csigen.train import eval_feature_pair
 
-    kw = {"device": device, "seed": seed}
-    return eval_features(F, task, config, "train", **kw), eval_features(F, task, config, "test", **kw)
+    return eval_feature_pair(F, task, config, device=device, seed=seed)
 
 
 def figure2_run(F, G, E, task, config, *, neighbour: str = "shared", device="cpu", label: str = "",

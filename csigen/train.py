@@ -966,6 +966,16 @@ def eval_features(F: torch.nn.Module, task, config: TrainConfig, split: str, *, 
                               seed=seed, amp_dtype=amp_dtype, views=views)
 
 
+def eval_feature_pair(F: torch.nn.Module, task, config: TrainConfig, *, device: torch.device, seed: int = 0,
+                      num_samples: int | None = None, amp_dtype: torch.dtype | None = None):
+    """``(train, test)`` :class:`csigen.score.Features`, each from :func:`eval_features` with these settings.
+
+    What every score is computed from (:func:`evaluate_model`, Figure 2's panels, ``bench/score_terms.py``).
+    """
+    kw = {"device": device, "seed": seed, "num_samples": num_samples, "amp_dtype": amp_dtype}
+    return eval_features(F, task, config, "train", **kw), eval_features(F, task, config, "test", **kw)
+
+
 def evaluate_model(F: torch.nn.Module, task, config: TrainConfig, *, device: torch.device,
                    score: str | None = None, eval_samples: int | None = None, seed: int = 0,
                    amp_dtype: torch.dtype | None = None) -> dict[str, Any]:
@@ -992,9 +1002,8 @@ def evaluate_model(F: torch.nn.Module, task, config: TrainConfig, *, device: tor
     if score not in S.SCORE_NAMES:
         raise ValueError(f"score must be one of {S.SCORE_NAMES}, got {score!r}")
     R = eval_samples or config.eval_samples
-    kw = {"device": device, "seed": seed, "num_samples": R, "amp_dtype": amp_dtype}
-    train_feats = eval_features(F, task, config, "train", **kw)
-    test_feats = eval_features(F, task, config, "test", **kw)
+    train_feats, test_feats = eval_feature_pair(F, task, config, device=device, seed=seed, num_samples=R,
+                                                amp_dtype=amp_dtype)
     values = {name: v.float().cpu() for name, v in S.all_scores(test_feats, train_feats).items()}
     inlier = task.test_is_inlier.cpu()
     labels = task.test_labels.cpu()

@@ -629,6 +629,23 @@ def test_eval_features_small_datasets_unchanged():
     assert torch.equal(got.simclr, want.simclr) and torch.equal(got.shift, want.shift)
 
 
+def test_eval_feature_pair_is_eval_features_of_both_splits_with_the_same_settings():
+    from csigen.config import make_config
+    from csigen.train import eval_feature_pair, eval_features
+
+    task = load_task("shapes", "stripes", max_train=6, max_test=5)
+    config = make_config("smoke", dataset="shapes", inlier="stripes", eval_samples=2, eval_batch_size=4)
+    torch.manual_seed(0)
+    F, cpu = _TinyF(), torch.device("cpu")
+    train, test = eval_feature_pair(F, task, config, device=cpu, seed=3, num_samples=3)
+    for split, got in (("train", train), ("test", test)):
+        want = eval_features(F, task, config, split, device=cpu, seed=3, num_samples=3)
+        assert got.simclr.shape[0] == len(task.train_images if split == "train" else task.test_images)
+        assert torch.equal(got.simclr, want.simclr) and torch.equal(got.shift, want.shift)
+    other = eval_features(F, task, config, "test", device=cpu, seed=4, num_samples=3)
+    assert not torch.equal(test.simclr, other.simclr)  # the seed reaches the draws
+
+
 # --------------------------------------------------------------------------
 # CIFAR-10 / CIFAR-100
 # --------------------------------------------------------------------------
