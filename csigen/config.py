@@ -50,7 +50,8 @@ ENVIRONMENT_FIELDS = ("device", "data_root", "download", "checkpoint_every_s", "
 #: run has no G, so it computes the same whatever their values, and :func:`same_run_config` ignores them
 #: between two ``csi`` configs (a preset may change its GAN without making its ``csi`` runs other runs).
 GENERATIVE_FIELDS = ("gan_every", "gan_batch_size", "z_dim", "g_channels", "d_channels", "e_channels",
-                     "gan_lr", "gan_betas", "gan_loss", "rec_lambda", "rec_reduction", "critic_bn_stats")
+                     "gan_lr", "gan_betas", "gan_loss", "rec_lambda", "rec_reduction", "critic_bn_stats",
+                     "joint_bn_stats")
 #: Fields only the evaluation reads (after training), except a time-budget run's plan (csigen.budget subtracts
 #: an estimate of the evaluation): a finished run without a time budget can be scored again under other values
 #: of them without training again (:func:`csigen.rescore.rescore_run`, ``python -m csigen eval --save``).
@@ -178,6 +179,12 @@ class TrainConfig:
     #: critic (Eq. 6 on G(h), Eq. 8 on [T1(x); T2(x^)]); "update": those passes move them too
     #: (the other reading of "frozen"; csigen <= 0.1 behaved so).
     critic_bn_stats: str = "keep"
+    #: "update": Eq. 5's F update (L_JOINT on X and G(h), one batch) moves F's BatchNorm running
+    #: statistics like any training step, so the statistics F is evaluated with mix real and synthetic
+    #: images (the literal reading: the paper says nothing of them); "keep": that update normalises with
+    #: its batch's statistics but leaves the running averages, which then come from Eq. 4's real batches
+    #: alone, as in CSI.
+    joint_bn_stats: str = "update"
     on_nonfinite: str = "stop"
     # evaluation
     eval_samples: int = 10
@@ -211,6 +218,9 @@ class TrainConfig:
             raise bad("gan_loss", "choose 'log', 'minimax' or 'hinge'")
         if self.critic_bn_stats not in ("keep", "update"):
             raise bad("critic_bn_stats", "choose 'keep' (frozen critic leaves F's statistics) or 'update'")
+        if self.joint_bn_stats not in ("keep", "update"):
+            raise bad("joint_bn_stats", "choose 'update' (Eq. 5's update moves F's statistics) or 'keep' "
+                                        "(they come from real batches alone)")
         if self.on_nonfinite not in ("stop", "rollback"):
             raise bad("on_nonfinite", "choose 'stop' or 'rollback'")
         for name in ("epochs", "batch_size", "gan_every", "eval_samples", "eval_batch_size", "f_width"):

@@ -323,8 +323,26 @@ def frozen(*modules: torch.nn.Module, keep_running_stats: bool = False):
     """
     params = [p for m in modules for p in m.parameters()]
     flags = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        with running_stats_kept(*modules, keep=keep_running_stats):
+            yield
+    finally:
+        for p, flag in zip(params, flags):
+            p.requires_grad_(flag)
+
+
+@contextlib.contextmanager
+def running_stats_kept(*modules: torch.nn.Module, keep: bool = True):
+    """Leave the BatchNorm running statistics of ``modules`` as they were (``keep=False``: do nothing).
+
+    The passes inside still normalise with their batch's statistics (training mode) and still train
+    the parameters; only the running averages used at evaluation are put back afterwards. Used for
+    the frozen-critic passes (:func:`frozen`) and, with ``joint_bn_stats="keep"``, for Eq. 5's update.
+    """
     kept = []
-    if keep_running_stats:
+    if keep:
         # the passes inside get copies to update; the originals are put back afterwards. (Restoring
         # values in place instead would break autograd: the backward pass, which runs after this
         # context closes, checks that the tensors its forward saw were not modified.)
@@ -334,13 +352,9 @@ def frozen(*modules: torch.nn.Module, keep_running_stats: bool = False):
                 if original is not None:
                     kept.append((bn, name, original))
                     setattr(bn, name, original.clone())
-    for p in params:
-        p.requires_grad_(False)
     try:
         yield
     finally:
-        for p, flag in zip(params, flags):
-            p.requires_grad_(flag)
         for bn, name, original in kept:
             setattr(bn, name, original)
 
@@ -679,7 +693,7 @@ class Trainer:
                     g_h = n.G(h)
                 lrec = L.latent_reconstruction_loss(n.E(g_h), h, reduction=c.rec_reduction)
             rec["lrec"] = self._update("lrec", lrec, ["E"])
-        with self._autocast():
+        with self._autocast(), running_stats_kept(n.F, keep=c.joint_bn_stats == "keep"):
             joint = L.joint_loss(n.F, X, x_tilde.detach(), self.augment, second_view=X2,
                                  synthetic_views=self.synthetic_views, **kw)
         rec["joint"] = self._update("joint", joint["loss"], ["F"])

@@ -55,6 +55,35 @@ def test_gan_step_moves_f_statistics_only_in_f_updates(variant, critic_bn_stats,
     assert int(counter) - start == expected
 
 
-def test_critic_bn_stats_is_validated():
-    with pytest.raises(ConfigError, match="critic_bn_stats"):
-        make_config("smoke", critic_bn_stats="sometimes")
+@pytest.mark.parametrize("variant", ["csi+g", "full"])
+def test_joint_bn_stats_keep_leaves_eq5_out_of_f_statistics(variant, monkeypatch):
+    import csigen.losses as L
+
+    task = load_task("shapes", "stripes", max_train=8, max_test=16)
+    config = make_config("smoke", dataset="shapes", inlier="stripes", variant=variant, gan_every=1,
+                         max_steps=1, batch_size=4, max_train=8, max_test=16, joint_bn_stats="keep",
+                         device="cpu")
+    trainer = Trainer(config, None, task=task, progress=False)
+    F = trainer.nets.F
+    seen = {}
+    joint_loss = L.joint_loss
+
+    def spy(*args, **kwargs):
+        seen["before"] = _bn_buffers(F)
+        return joint_loss(*args, **kwargs)
+
+    monkeypatch.setattr(L, "joint_loss", spy)
+    weights = {k: v.clone() for k, v in F.state_dict().items()}
+    record = trainer.train_step()
+    assert "joint" in record and record["joint"] > 0
+    after = _bn_buffers(F)
+    assert all(torch.equal(seen["before"][k], after[k]) for k in after)  # Eq. 5 left the statistics
+    assert int(after["bn1.num_batches_tracked"]) == 1                    # Eq. 4 alone moved them
+    moved = [k for k, v in F.state_dict().items() if not torch.equal(v, weights[k])]
+    assert any(k.endswith("weight") for k in moved)                       # F still trained
+
+
+@pytest.mark.parametrize("field", ["critic_bn_stats", "joint_bn_stats"])
+def test_bn_stats_fields_are_validated(field):
+    with pytest.raises(ConfigError, match=field):
+        make_config("smoke", **{field: "sometimes"})

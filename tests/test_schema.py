@@ -286,7 +286,7 @@ def test_rerunning_the_train_command(tmp_path, capsys):
 def test_a_csi_run_is_the_same_run_whatever_its_generative_fields(tmp_path):
     gan = dict(gan_every=3, gan_batch_size=2, z_dim=16, g_channels=8, d_channels=8, e_channels=8,
                gan_lr=1e-3, gan_betas=(0.5, 0.9), gan_loss="hinge", rec_lambda=10.0, rec_reduction="sum",
-               critic_bn_stats="update")
+               critic_bn_stats="update", joint_bn_stats="keep")
     assert set(gan) == set(GENERATIVE_FIELDS)
     kw = dict(dataset="shapes", inlier="stripes", max_steps=3, checkpoint_every_steps=None)
     csi, full = (make_config("smoke", variant=v, **kw) for v in ("csi", "full"))
