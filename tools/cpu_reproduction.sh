@@ -41,7 +41,7 @@ stage csi-all --variants csi --seeds 0
 stage full-s0 --classes automobile cat --variants full --seeds 0
 stage full-s12 --classes automobile cat --variants full --seeds 1 2
 # Figure 2's run: full on cat, about 3.8x the preset's steps (cpu-fp32: 1,600 instead of 420, about an hour
-# on an idle 2-core CPU; cpu-amx: 5,400 instead of 1,430, the same time), kept out of OUT so the tables hold
+# on an idle 2-core CPU; cpu-amx: 5,400 instead of 1,430, 1-1.5 h), kept out of OUT so the tables hold
 # one recipe; figures: --figure2-run OUT-figure2/imagefolder-cat-full-<steps>
 if [ "$preset" = cpu-amx ]; then steps=5400 epochs=88; else steps=1600 epochs=26; fi
 "$py" -m csigen train --dataset imagefolder --data-root "$data" --inlier cat --variant full --preset "$preset" \
