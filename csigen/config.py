@@ -159,7 +159,7 @@ class TrainConfig:
     # generative part
     #: N of Algorithm 1 ("if every N batches"): a GAN block, ending in F's L_JOINT update (Eq. 5), follows
     #: every N-th F step. The paper gives no N; 5 is csigen's choice (bench/RESULTS.md, issue 12's sixth
-    #: round, has N = 3, 4 and 10 against it on a CPU).
+    #: round, has N = 3, 4 and 10 against it on a CPU; the cpu-amx preset took 4 from it).
     gan_every: int = 5
     #: B', the latents h per GAN block, i.e. the synthetic images in L_D, L_CSI-S and L_JOINT (Algorithm 1:
     #: "Sample plenty h"; the paper gives no number). None (csigen's reading): as many as the real batch
@@ -183,7 +183,7 @@ class TrainConfig:
     #: statistics like any training step, so the statistics F is evaluated with mix real and synthetic
     #: images (the literal reading: the paper says nothing of them); "keep": that update normalises with
     #: its batch's statistics but leaves the running averages, which then come from Eq. 4's real batches
-    #: alone, as in CSI.
+    #: alone, as in CSI (tried under cpu-amx on bird: no gain, bench/RESULTS.md).
     joint_bn_stats: str = "update"
     on_nonfinite: str = "stop"
     # evaluation
