@@ -103,7 +103,7 @@ class TrainConfig:
         decay 1e-6, ``warmup_epochs`` of linear warm-up to
         ``warmup_multiplier`` x lr, then cosine decay, stepped per iteration.
     GAN (the paper): Adam lr 2e-4, betas (0.9, 0.999) for G, E, D and D';
-        GAN updates every ``gan_every`` F steps (N = 5 by default; the cpu-amx preset uses 4).
+        GAN updates every ``gan_every`` F steps (the paper's N = 5 by default; the cpu-amx preset uses 4).
     """
 
     # data
@@ -158,8 +158,8 @@ class TrainConfig:
     warmup_multiplier: float = 10.0
     # generative part
     #: N of Algorithm 1 ("if every N batches"): a GAN block, ending in F's L_JOINT update (Eq. 5), follows
-    #: every N-th F step. The paper gives no N; 5 is csigen's choice (bench/RESULTS.md, issue 12's sixth
-    #: round, has N = 3, 4 and 10 against it on a CPU; the cpu-amx preset took 4 from it).
+    #: every N-th F step. 5 is the paper's N (Section 3, "Setup": "we set N ... to 5"); the cpu-amx preset
+    #: departs to 4, chosen on a CPU between N = 3, 4, 5 and 10 (bench/RESULTS.md, issue 12's sixth round).
     gan_every: int = 5
     #: B', the latents h per GAN block, i.e. the synthetic images in L_D, L_CSI-S and L_JOINT (Algorithm 1:
     #: "Sample plenty h"; the paper gives no number). None (csigen's reading): as many as the real batch
@@ -470,8 +470,9 @@ CPU_AMX_DOC = (
     "The cpu preset on a CPU with AMX units (Intel Xeon 4th generation and later; this project's 2-core "
     "machines): cpu-fp32's recipe in bf16 autocast (amp='bf16'), 1,430 steps of 32 images (25 epochs of "
     "2,000 training images, warm-up 0.5; 2,000 stratified test images, R = 4 draws), the GAN block every 4 "
-    "steps (gan_every=4: Algorithm 1's N, which the paper does not give; chosen on bird and deer, seed 0, "
-    "between N = 3, 4, 5 and 10: full - csi +0.008 and +0.021 at N = 4 against +0.003 and +0.017 at N = 5, "
+    "steps (gan_every=4: Algorithm 1's N, a departure from the paper's N = 5; chosen on bird and deer, "
+    "seed 0, between N = 3, 4, 5 and 10: full - csi +0.008 and +0.021 at N = 4 against +0.003 and +0.017 "
+    "at N = 5, "
     "bench/RESULTS.md 'Sixth round'). Every other departure "
     "from the paper is cpu-fp32's (see its documentation): F is a ResNet-18 of half width (f_width=32), "
     "G/E/D have 64 channels, L_CSI = L_con-SI + 3 L_cls-SI (cls_weight=3), training crops of 30-100% "
