@@ -1,4 +1,4 @@
-"""Check a GPU runtime in one command: does csigen train correctly here, and does the paper's batch fit?
+"""Check a GPU runtime in one command: does csigen train correctly here, and does CSI's batch fit?
 
     python bench/gpu_check.py [--device auto|cuda|cpu] [--amp auto|bf16|fp16|off] [--out DIR]
 
@@ -14,7 +14,7 @@ independent ones still run):
    1e-4 and 0.1 % on the CPU; a GPU's float32 kernels sum in other orders.
 2. ``train <variant>`` for csi, csi+g and full, in the chosen precision, on the
    built-in shapes data (no download) at CIFAR size (32 x 32). On a GPU: the
-   paper's batch (128 images) and widths (G and E 256 channels, D 128), 10
+   `paper` preset's batch (CSI's 128 images) and widths (SNGAN's: G and E 256 channels, D 128), 10
    steps with a GAN block every 5 (Algorithm 1's N), so two GAN blocks. The
    run stops after half its steps with a checkpoint; a new trainer resumes it
    (weights, optimiser states, loss scalers, random states and step must be
@@ -83,7 +83,7 @@ GRAD_NORM_TOLERANCE = 1e-2
 MIN_BATCH_224 = 8
 PRECISION_NAMES = {"bf16": "bf16", "fp16": "fp16", "off": "fp32"}
 
-#: Sizes of a GPU check (the paper's batch and widths) and of a CPU check (the smoke preset's).
+#: Sizes of a GPU check (the `paper` preset's: CSI's batch, SNGAN's widths) and of a CPU check (the smoke preset's).
 GPU_SIZES = dict(preset="paper", batch_size=128, max_steps=10, gan_every=5, g_channels=256, d_channels=128,
                  e_channels=256, max_train=256, max_test=256)
 CPU_SIZES = dict(preset="smoke", batch_size=4, max_steps=4, gan_every=2, g_channels=8, d_channels=8,

@@ -33,6 +33,15 @@ and ``models/transform_layers.py``), and what this module reproduces:
    The evaluation variant (:func:`eval_augment`, CSI's ``--resize_fix
    --resize_factor 0.54``) fixes ``s = 0.54``; the aspect ratio stays random.
 
+4. **Gaussian blur**, off by default (``p_blur = 0``): CSI's code has none, for
+   CIFAR and ImageNet-30 alike. The paper's text lists it in T ("random
+   Gaussian blur, as following the setting in SimCLR"), so ``p_blur = 0.5``
+   gives SimCLR's ImageNet blur, last in the pipeline: ``sigma ~ U(0.1, 2.0)``
+   per sample, a kernel of 10% of the image side (made odd: 3 px at 32, 23 px
+   at 224), reflect padding, as ``torchvision.transforms.v2.functional
+   .gaussian_blur`` per image (:func:`gaussian_blur`). Its draws come after
+   the crop's and only when ``p_blur > 0``, so the default keeps CSI's stream.
+
 Shifts: :func:`rotate` (``torch.rot90``), :func:`shift_batch` (shift-major
 layout with labels) and :func:`random_hflip` (CSI flips every image at random
 *before* rotating it, in training and in evaluation).
@@ -118,9 +127,11 @@ __all__ = [
     "SimCLRAugment",
     "adjust_contrast",
     "adjust_hsv",
+    "blur_kernel_size",
     "color_jitter",
     "crop_flip_views",
     "eval_augment",
+    "gaussian_blur",
     "grayscale",
     "hflip",
     "hsv_to_rgb",
@@ -140,6 +151,9 @@ EVAL_CROP_SCALE = 0.54
 CSI_HUE_SCALE = 255.0 / 360.0
 #: Luma weights of CSI's ``RandomColorGrayLayer`` (ITU-R BT.601).
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)
+#: SimCLR's Gaussian blur: sigma's range, and the kernel's size as a fraction of the image side.
+BLUR_SIGMA = (0.1, 2.0)
+BLUR_KERNEL_FRACTION = 0.1
 #: Trials per sample when drawing a crop that fits (as torchvision and CSI).
 _CROP_TRIALS = 10
 _SQRT3 = math.sqrt(3.0)
@@ -168,6 +182,8 @@ class AugmentParams:
         whbias: ``(B, 4)`` crop ``(w, h, x_bias, y_bias)`` in
             ``affine_grid``'s normalised coordinates: the output's x in
             [-1, 1] samples the input at ``w * x + x_bias`` (CSI's ``whbias``).
+        blur_sigma: ``(B,)`` the Gaussian blur's sigma, 0 for no blur (the
+            default when not given: CSI's T has no blur).
     """
 
     jitter: Tensor
@@ -178,6 +194,11 @@ class AugmentParams:
     brightness: Tensor
     gray: Tensor
     whbias: Tensor
+    blur_sigma: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.blur_sigma is None:
+            self.blur_sigma = torch.zeros(self.jitter.shape[0], device=self.jitter.device)
 
     @property
     def batch_size(self) -> int:
@@ -189,7 +210,7 @@ class AugmentParams:
     def to(self, device) -> AugmentParams:
         """The same parameters on ``device`` (self if already there), moved in one transfer.
 
-        The eight fields travel in one packed buffer (:func:`csigen.draws.move_together`, exact
+        The fields travel in one packed buffer (:func:`csigen.draws.move_together`, exact
         for every dtype): one host-to-GPU copy per draw instead of eight, each of which would
         wait for the GPU's queued work.
         """
@@ -341,6 +362,35 @@ def grayscale(x: Tensor) -> Tensor:
     return (x * w).sum(dim=1, keepdim=True).expand_as(x)
 
 
+def blur_kernel_size(size: int) -> int:
+    """SimCLR's Gaussian kernel for images of side ``size``: 10% of it, made odd (3 at 32, 23 at 224)."""
+    return 2 * (int(BLUR_KERNEL_FRACTION * size) // 2) + 1
+
+
+def gaussian_blur(x: Tensor, sigma: Tensor, kernel_size: int | None = None) -> Tensor:
+    """Per-sample Gaussian blur: ``(B, 3, H, W)`` with ``sigma`` ``(B,)`` (> 0) -> same shape.
+
+    Image i equals ``torchvision.transforms.v2.functional.gaussian_blur(x[i], [k, k], [sigma[i]] * 2)``
+    (a separable kernel ``exp(-t^2 / (2 sigma^2))`` normalised to sum 1, reflect padding), computed for
+    the whole batch in two grouped convolutions. ``kernel_size`` (odd) defaults to
+    :func:`blur_kernel_size` of the smaller side. Differentiable in ``x``.
+    """
+    b, c, height, width = x.shape
+    k = blur_kernel_size(min(height, width)) if kernel_size is None else int(kernel_size)
+    if k % 2 != 1:
+        raise ValueError(f"kernel_size must be odd, got {k}")
+    r = k // 2
+    if r == 0:
+        return x
+    t = torch.arange(-r, r + 1, device=x.device, dtype=torch.float32)
+    weights = torch.exp(-0.5 * (t / sigma.to(device=x.device, dtype=torch.float32)[:, None]) ** 2)
+    weights = (weights / weights.sum(dim=1, keepdim=True)).to(x.dtype).repeat_interleave(c, dim=0)  # (B C, k)
+    y = x.reshape(1, b * c, height, width)
+    y = F.conv2d(F.pad(y, (r, r, 0, 0), mode="reflect"), weights.view(b * c, 1, 1, k), groups=b * c)
+    y = F.conv2d(F.pad(y, (0, 0, r, r), mode="reflect"), weights.view(b * c, 1, k, 1), groups=b * c)
+    return y.view(b, c, height, width)
+
+
 def resized_crop(x: Tensor, whbias: Tensor) -> Tensor:
     """Crop windows given by ``whbias`` (B, 4) resampled to the input size.
 
@@ -447,7 +497,7 @@ def _sample_crop(
 # The transform T
 # --------------------------------------------------------------------------- #
 class SimCLRAugment(nn.Module):
-    """CSI's SimCLR augmentation T on a batch: jitter (p=0.8) -> gray (p=0.2) -> resized crop.
+    """CSI's SimCLR augmentation T on a batch: jitter (p=0.8) -> gray (p=0.2) -> resized crop [-> blur].
 
     Args:
         crop_scale: range of the crop's area fraction; ``(0.54, 0.54)`` for
@@ -458,6 +508,9 @@ class SimCLRAugment(nn.Module):
             a pair is an explicit range.
         p_jitter: probability of the colour jitter per sample.
         p_gray: probability of the grayscale conversion per sample.
+        p_blur: probability of SimCLR's Gaussian blur per sample, after the
+            crop (0: CSI's T, the default; 0.5: SimCLR's, the paper's text).
+        blur_sigma: range of the blur's sigma (SimCLR's ``(0.1, 2.0)``).
         hsv_grad: ``"straight_through"`` (CSI, default) or ``"autograd"``;
             see the module docstring.
 
@@ -474,6 +527,8 @@ class SimCLRAugment(nn.Module):
         p_jitter: float = 0.8,
         p_gray: float = 0.2,
         *,
+        p_blur: float = 0.0,
+        blur_sigma: tuple[float, float] = BLUR_SIGMA,
         hsv_grad: str = "straight_through",
     ) -> None:
         super().__init__()
@@ -483,9 +538,11 @@ class SimCLRAugment(nn.Module):
             raise ValueError(f"crop_scale must satisfy 0 < min <= max <= 1, got {crop_scale}")
         if not (0 < ratio[0] <= ratio[1]):
             raise ValueError(f"ratio must satisfy 0 < min <= max, got {ratio}")
-        for name, p in (("p_jitter", p_jitter), ("p_gray", p_gray)):
+        for name, p in (("p_jitter", p_jitter), ("p_gray", p_gray), ("p_blur", p_blur)):
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {p}")
+        if not 0 < blur_sigma[0] <= blur_sigma[1]:
+            raise ValueError(f"blur_sigma must satisfy 0 < min <= max, got {blur_sigma}")
         if hsv_grad not in ("straight_through", "autograd"):
             raise ValueError(f"hsv_grad must be 'straight_through' or 'autograd', got {hsv_grad!r}")
         self.crop_scale = (float(crop_scale[0]), float(crop_scale[1]))
@@ -497,6 +554,8 @@ class SimCLRAugment(nn.Module):
         self.hue = _jitter_range(jitter[3], "hue", 0.0, (-0.5, 0.5), False)
         self.p_jitter = float(p_jitter)
         self.p_gray = float(p_gray)
+        self.p_blur = float(p_blur)
+        self.blur_sigma = (float(blur_sigma[0]), float(blur_sigma[1]))
         self.hsv_grad = hsv_grad
 
     @classmethod
@@ -508,7 +567,8 @@ class SimCLRAugment(nn.Module):
         return (
             f"crop_scale={self.crop_scale}, ratio=({self.ratio[0]:.4g}, {self.ratio[1]:.4g}), "
             f"jitter={self.jitter}, p_jitter={self.p_jitter}, p_gray={self.p_gray}, "
-            f"hsv_grad={self.hsv_grad!r}"
+            + (f"p_blur={self.p_blur}, blur_sigma={self.blur_sigma}, " if self.p_blur > 0 else "")
+            + f"hsv_grad={self.hsv_grad!r}"
         )
 
     def sample_params(
@@ -531,8 +591,10 @@ class SimCLRAugment(nn.Module):
                 the input's size.
 
         The draws are made in a fixed order (jitter gate, order, contrast, hue,
-        saturation, brightness, gray gate, crop), so a seed gives the same
-        parameters whatever the settings' values.
+        saturation, brightness, gray gate, crop; then, only when ``p_blur >
+        0``, blur gate and sigma), so a seed gives the same parameters whatever
+        the settings' values, and CSI's T (no blur) the same stream as before
+        the blur existed.
         """
         n = int(batch_size)
         params = AugmentParams(
@@ -545,6 +607,9 @@ class SimCLRAugment(nn.Module):
             gray=_rand(n, generator) < self.p_gray,
             whbias=_sample_crop(n, self.crop_scale, self.ratio, size, generator),
         )
+        if self.p_blur > 0:
+            gate = _rand(n, generator) < self.p_blur
+            params.blur_sigma = torch.where(gate, _uniform(n, self.blur_sigma, generator), 0.0)
         return params if device is None else params.to(device)
 
     def apply_color_jitter(self, x: Tensor, params: AugmentParams) -> Tensor:
@@ -565,8 +630,14 @@ class SimCLRAugment(nn.Module):
         """Step 3: resized crop ``params.whbias`` back to the input size."""
         return resized_crop(x, params.whbias.to(x.device))
 
+    def apply_blur(self, x: Tensor, params: AugmentParams) -> Tensor:
+        """Step 4 (when ``p_blur > 0``): Gaussian blur on the samples with ``params.blur_sigma > 0``."""
+        sigma = params.blur_sigma.to(x.device)
+        y = gaussian_blur(x, sigma.clamp_min(self.blur_sigma[0]))
+        return torch.where((sigma > 0).view(-1, 1, 1, 1), y, x)
+
     def apply(self, x: Tensor, params: AugmentParams) -> Tensor:
-        """T with given parameters: jitter -> grayscale -> crop.  Differentiable in ``x``.
+        """T with given parameters: jitter -> grayscale -> crop [-> blur].  Differentiable in ``x``.
 
         All samples go through every step and ``torch.where`` keeps the gated
         ones, so the call never synchronises with the device.
@@ -578,7 +649,8 @@ class SimCLRAugment(nn.Module):
         params = params.to(x.device)
         x = self.apply_color_jitter(x, params)
         x = self.apply_grayscale(x, params)
-        return self.apply_crop(x, params)
+        x = self.apply_crop(x, params)
+        return self.apply_blur(x, params) if self.p_blur > 0 else x
 
     def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """T(x) with fresh per-sample parameters; ``(B, 3, H, W)`` in [0, 1] -> same shape."""

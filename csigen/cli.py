@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "CIFAR downloads there when missing")
     t.add_argument("--no-download", action="store_true", help="never download; fail with instructions instead")
     t.add_argument("--cifar100-superclasses", choices=("csi", "torchvision"), default=None,
-                   help="cifar100: the 20 superclasses' grouping: csi (default, CSI's list, behind the paper's numbers) or torchvision (the dataset's official coarse labels; CSI's list differs, alinlab/CSI issue 21)")
+                   help="cifar100: the 20 superclasses' grouping: csi (default, CSI's list, behind CSI's numbers and presumably the paper's) or torchvision (the dataset's official coarse labels; CSI's list differs, alinlab/CSI issue 21)")
     t.add_argument("--seed", type=int, default=0, help="random seed (weights, data order, augmentations)")
     t.add_argument("--out", default=None, help="output folder (default runs/<dataset>-<inlier>-<variant>-<preset>-s<seed>)")
     t.add_argument("--resume", action="store_true",

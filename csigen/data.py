@@ -143,8 +143,9 @@ CIFAR100_COARSE_CLASSES = (
 #: superclass k. It is *not* identical to the official coarse labels: several
 #: rows hold a neighbouring fine index (e.g. row 0 has 31 "elephant" where the
 #: official "aquatic_mammals" has 30 "dolphin"); the CSI authors acknowledge
-#: this in alinlab/CSI issue 21. Table 1 of CSI and of the paper were computed
-#: with this list, so it is the default here for comparability.
+#: this in alinlab/CSI issue 21. CSI's Table 1 was computed with this list; the
+#: paper says only "the pre-defined superclass" and reuses CSI's 89.6, so
+#: csigen presumes it used CSI's list too, the default here for comparability.
 CIFAR100_CSI_SUPERCLASS = (
     (4, 31, 55, 72, 95),
     (1, 33, 67, 73, 91),
@@ -532,8 +533,9 @@ def load_task(
             with ``train/<class>/`` and ``test/<class>/``. Unused by ``shapes``.
         download: CIFAR only: download through torchvision when missing.
         cifar100_superclasses: ``"csi"`` (default) groups the 100 fine labels by CSI's
-            hard-coded list :data:`CIFAR100_CSI_SUPERCLASS`, which is what CSI's and the
-            paper's CIFAR-100 numbers use; ``"torchvision"`` uses the official
+            hard-coded list :data:`CIFAR100_CSI_SUPERCLASS`, which is what CSI's CIFAR-100
+            numbers use (and, presumably, the paper's: it says only "the pre-defined
+            superclass"); ``"torchvision"`` uses the official
             ``coarse_labels`` stored in the CIFAR-100 pickle files. The two differ
             because CSI's list has wrong entries (a known bug, alinlab/CSI issue 21).
         max_train: keep at most this many training images (seeded random subset, kept in

@@ -13,7 +13,7 @@ which reference, or with how many samples. csigen measures both variants with
   GAN block runs G on both). Eval mode with those running averages would
   measure the two variants under different normalisations. So, before
   measuring, a copy of G gets fresh running statistics: 4,096 latents
-  h ~ N(0, I) (seeded, in batches of 128, the paper's batch) pass through G in
+  h ~ N(0, I) (seeded, in batches of 128, CSI's batch) pass through G in
   training mode with a cumulative average (``torch.optim.swa_utils.update_bn``);
   the copy is then put in eval mode. The result depends on G's weights only,
   not on the mix of inputs seen in training, and is identical for both

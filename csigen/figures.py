@@ -16,8 +16,9 @@ whatever runs exist:
   with the paper's 94.3 / 94.8 / 95.1;
 * ``fid.csv`` / ``fid.png``: FID of G, only from ``fid.json`` records computed
   with the real Inception weights (``real_inception: true``);
-* ``figure2.png``: the paper's Figure 2, real images above their
-  reconstructions G(E(x)), from a ``full`` run (CIFAR-10 cat by default);
+* ``figure2.png``: the paper's Figure 2, real images and their
+  reconstructions G(E(x)) (the paper: side by side; here one above the
+  other), from a ``full`` run (CIFAR-10 cat by default);
 * ``README.md``: one caption per file with its provenance.
 
 Each step is also a function a notebook can call (:func:`load_runs`,

@@ -13,10 +13,16 @@ GAN loss form (Eq. 7 and Eq. 9). The paper writes the minimax log form
   of Eq. 7 (real -> 1, synthetic and reconstructed -> 0), which is exactly
   ``-L_D``; the generator/encoder side uses the *non-saturating* variant
   ``-log D(x~)`` (Goodfellow et al. 2014), the standard way to "maximise"
-  Eq. 7 without vanishing gradients.
+  Eq. 7 without vanishing gradients: G and E minimise that term.
 * ``"minimax"``: the literal reading for the generator side,
   minimising ``log(1 - D(x~)) + log(1 - D(x^))``.
 * ``"hinge"``: the SNGAN hinge loss (Miyato et al. 2018).
+
+Directions. Algorithm 1 prints "argmin over D, max over G, E" of L_D (and
+"argmin over D', max over E" of L_LD), which holds if D outputs P(fake).
+Here D(x) = sigmoid(logit) is P(real), as in Eq. 7's log D(x) term for real
+x: D (and D') maximise Eq. 7 (Eq. 9) by minimising -L_D, G and E play the
+other side, the standard GAN game.
 
 Discriminator outputs are *logits* of shape ``(B,)``; ``D(x) = sigmoid(logit)``.
 
@@ -315,7 +321,7 @@ def generator_adversarial_loss(
     d_recon: torch.Tensor | None = None,
     form: str = "log",
 ) -> torch.Tensor:
-    """G's and E's side of Eq. 7 (they maximise L_D).
+    """G's and E's side of Eq. 7: the term they minimise to play against D (non-saturating ``-log D``).
 
     Args:
         d_fake: ``(B',)`` logits D(G(h)).
@@ -362,12 +368,14 @@ def reconstruction_loss(
 ) -> dict[str, torch.Tensor]:
     """L_REC = lambda * ||x - x^||^2 - sim(F(T1(x)), F(T2(x^))), Eq. 8.
 
-    Choices where the paper is silent:
+    Readings of the paper:
 
-    * ``||x - x^||^2`` is the mean over pixels (``reduction="mean"``), which
-      is what makes lambda = 100 a sensible weight against a cosine in
-      [-1, 1]; ``reduction="sum"`` is the literal squared norm per image
-      (averaged over the batch).
+    * ``||x - x^||^2``: the paper prints the squared L2 norm (a sum over the
+      image's pixels) with lambda = 100. csigen takes the mean over pixels
+      by default (``reduction="mean"``), which keeps lambda = 100 a sensible
+      weight against a cosine in [-1, 1] (the printed sum is 3,072x the mean
+      on 32x32 images); ``reduction="sum"`` is the literal squared norm per
+      image (averaged over the batch).
     * ``F`` is the simclr projection (the space where Eq. 1 measures ``sim``),
       and the term is averaged over the batch.
     * T1 and T2 are drawn independently per image; ``x`` is detached (it is
@@ -411,7 +419,7 @@ def latent_discriminator_loss(
 
 
 def encoder_latent_adversarial_loss(dp_encoded: torch.Tensor, form: str = "log") -> torch.Tensor:
-    """E's side of Eq. 9: E maximises L_LD, pushing E(x) towards N(0, I).
+    """E's side of Eq. 9: the term E minimises against D' (as G's), pushing E(x) towards N(0, I).
 
     Args:
         dp_encoded: ``(B,)`` logits D'(E(x)).
@@ -427,8 +435,9 @@ def latent_reconstruction_loss(
     Args:
         h_rec: ``(B', Z)`` = E(G(h)).
         h: ``(B', Z)`` prior samples.
-        reduction: ``"mean"`` over elements (default, same scale as Eq. 8's
-            pixel term) or ``"sum"`` (literal squared norm, averaged over B').
+        reduction: ``"mean"`` over elements (default, csigen's reading, same
+            scale as Eq. 8's pixel term) or ``"sum"`` (the printed squared
+            norm, averaged over B').
     """
     if h_rec.shape != h.shape:
         raise ValueError(f"h_rec {tuple(h_rec.shape)} and h {tuple(h.shape)} must have the same shape")

@@ -618,7 +618,10 @@ def fid_figure(frame, *, paper: dict | None = None, title: str = "FID of G (lowe
 
 def figure2_figure(inliers, inlier_recon, outliers, outlier_recon, *, inlier_name: str,
                    outlier_names: Sequence[str] | None = None, title: str | None = None):
-    """The paper's Figure 2: (a) real inliers above their reconstructions G(E(x)); (b) the same for outliers.
+    """The paper's Figure 2: (a) real inliers and their reconstructions G(E(x)); (b) the same for outliers.
+
+    The paper shows each real image (left) beside its reconstruction (right); csigen draws each real image
+    above its reconstruction (columns of pairs), and draws test images (the paper does not say which).
 
     Images are ``(N, 3, H, W)``, float in [0, 1] or uint8; ``outlier_names``
     labels the outlier columns. Returns a ``Figure``.

@@ -43,11 +43,14 @@ CSI_PAPER_PER_CLASS: dict[str, float] = {
 VARIANT_COLUMN = {"csi": "CSI", "full": "Ours"}
 #: The score behind the paper's number for each variant: CSI's numbers (94.3 / 89.6 / 91.6 and the
 #: per-class table) use CSI's own score (shift head plus training-set weights); the paper's method is
-#: scored with Eq. 11, read as ``"shared"`` (see :func:`csigen.score.nearest_neighbour_score`).
+#: presumably scored with Eq. 11 (csigen's assumption: the paper does not say which score its numbers use,
+#: only that its method uses "a simplified score function M from [32]"), read as ``"shared"`` (see
+#: :func:`csigen.score.nearest_neighbour_score`).
 PAPER_SCORE: dict[str, str] = {"csi": "csi", "csi+g": "shared", "full": "shared"}
 #: Number of one-class tasks of each dataset (CIFAR-100: the 20 superclasses), for coverage.
 #: The table name of CIFAR-100 runs grouped by the official coarse labels (``cifar100_superclasses="torchvision"``):
-#: not the grouping behind the paper's CIFAR-100 numbers (CSI's list), so never compared with them.
+#: not the grouping behind CSI's CIFAR-100 numbers (CSI's list, presumably the paper's too), so never compared
+#: with them.
 CIFAR100_TORCHVISION = "cifar100-torchvision"
 DATASET_CLASSES: dict[str, int] = {"cifar10": 10, "cifar100": 20, CIFAR100_TORCHVISION: 20, "imagenet30": 30}
 

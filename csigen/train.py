@@ -13,10 +13,14 @@ Entry points:
 
 One training step (``variant="full"``), following Algorithm 1 line by line:
 
-1. F: minimise L_CSI(X) (Eq. 4) with LARS.
-2. Every ``gan_every`` steps (N = 5 by default), with h ~ N(0, I), X~ = G(h), X^ = G(E(X)):
+1. F: minimise L_CSI(X) (Eq. 4) with LARS (CSI's optimiser; ``f_optimizer="adam"`` is the other reading
+   of the paper's "We use Adam ... for model training").
+2. Every ``gan_every`` steps (the paper's N = 5 by default), with h ~ N(0, I), X~ = G(h), X^ = G(E(X)):
 
-   a. D: minimise -L_D(X, X~, X^) (Eq. 7); then G, E: maximise it.
+   a. D: minimise -L_D(X, X~, X^) (Eq. 7); then G, E: maximise it. Algorithm 1 prints the opposite
+      directions (argmin over D, max over G, E), which hold if D outputs P(fake); csigen's D outputs
+      P(real) (D(x) = sigmoid(logit), real -> 1), the standard GAN game, so the directions flip. The same
+      holds for D' and E in c.
    b. G: minimise L_CSI-S(G(h)) (Eq. 6) through a frozen F.
    c. D': minimise -L_LD(h, X) (Eq. 9); then E: maximise it.
    d. G, E: minimise L_REC(X, G(E(X)), T1, T2) (Eq. 8) through a frozen F.
@@ -427,8 +431,9 @@ class Trainer:
         # views get that crop and flip on the device (augment.crop_flip_views; None: the 32x32 path)
         full_images = bool(getattr(self.task, "has_full_images", False))
         self.train_crop = (float(config.train_crop_min), 1.0)  # CSI: (0.08, 1)
-        self.augment = (aug.no_crop_augment() if full_images
-                        else aug.SimCLRAugment(crop_scale=self.train_crop)).to(self.device)
+        blur = dict(p_blur=float(config.train_blur_p))  # 0: CSI's T (no blur); the paper's text: SimCLR's 0.5
+        self.augment = (aug.no_crop_augment(**blur) if full_images
+                        else aug.SimCLRAugment(crop_scale=self.train_crop, **blur)).to(self.device)
         self.synthetic_views = functools.partial(aug.crop_flip_views, scale=self.train_crop) if full_images else None
         self.step = 0
         self.history: list[dict[str, float]] = []

@@ -368,3 +368,72 @@ def test_device_agnostic(device):
     p_cpu = aug.sample_params(4, gen(1), device=device, size=(16, 16))
     assert p_cpu.whbias.device.type == device
     torch.testing.assert_close(p_cpu.whbias.cpu(), aug.sample_params(4, gen(1), size=(16, 16)).whbias)
+
+
+# --------------------------------------------------------------------------- #
+# Gaussian blur (the paper's text's T; off in CSI's code)
+# --------------------------------------------------------------------------- #
+@pytest.mark.parametrize("size, kernel", [(32, 3), (64, 7), (224, 23)])
+def test_gaussian_blur_matches_torchvision_per_image(size, kernel):
+    """Each image blurred with its own sigma equals torchvision's gaussian_blur of that image alone."""
+    from torchvision.transforms.v2.functional import gaussian_blur as tv_blur
+
+    from csigen.augment import blur_kernel_size, gaussian_blur
+
+    assert blur_kernel_size(size) == kernel  # SimCLR's 10% of the side, made odd
+    x = images(b=4, size=size, seed=3)
+    sigma = torch.tensor([0.1, 0.7, 1.3, 2.0])
+    out = gaussian_blur(x, sigma)
+    for i in range(4):
+        ref = tv_blur(x[i], [kernel, kernel], [float(sigma[i])] * 2)
+        torch.testing.assert_close(out[i], ref, atol=2e-6, rtol=0)
+    assert not torch.allclose(out[2], x[2], atol=1e-2)  # a real blur, not the identity
+    with pytest.raises(ValueError, match="odd"):
+        gaussian_blur(x, sigma, kernel_size=4)
+
+
+def test_blur_off_by_default_keeps_csis_stream_and_on_adds_its_draws_after():
+    """p_blur=0 (CSI's T): no blur and the eight draws of before; p_blur>0 draws gate and sigma after them."""
+    off, on = SimCLRAugment(), SimCLRAugment(p_blur=0.5)
+    a = off.sample_params(512, gen(7), size=(32, 32))
+    b = on.sample_params(512, gen(7), size=(32, 32))
+    for k in PARAM_KEYS:
+        assert torch.equal(getattr(a, k), getattr(b, k)), k
+    assert torch.equal(a.blur_sigma, torch.zeros(512))
+    blurred = b.blur_sigma > 0
+    assert 0.4 < blurred.float().mean() < 0.6
+    assert b.blur_sigma[blurred].min() >= 0.1 and b.blur_sigma.max() <= 2.0
+    # the default T's output is the same with and without the blur's code path
+    x = images(b=16, seed=1)
+    torch.testing.assert_close(off(x, gen(2)), SimCLRAugment(p_blur=0.0)(x, gen(2)))
+    assert "p_blur" not in repr(off) and "p_blur=0.5" in repr(on)
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="p_blur"):
+            SimCLRAugment(p_blur=bad)
+    with pytest.raises(ValueError, match="blur_sigma"):
+        SimCLRAugment(p_blur=0.5, blur_sigma=(0.0, 1.0))
+
+
+def test_blur_is_the_last_step_on_the_gated_samples_and_passes_gradients():
+    from csigen.augment import gaussian_blur
+
+    t = SimCLRAugment(p_blur=0.5)
+    x = images(b=64, seed=4).requires_grad_(True)
+    params = t.sample_params(64, gen(5), size=(32, 32))
+    out = t.apply(x, params)
+    unblurred = SimCLRAugment().apply(x, params)  # the same draw without step 4
+    on = params.blur_sigma > 0
+    torch.testing.assert_close(out[~on], unblurred[~on])
+    torch.testing.assert_close(out[on], gaussian_blur(unblurred[on], params.blur_sigma[on]))
+    out.sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def test_augment_params_without_blur_sigma_get_zeros_and_keep_them_through_index_cat_and_to():
+    p = SimCLRAugment().sample_params(6, gen(0))
+    legacy = AugmentParams(**{k: getattr(p, k) for k in PARAM_KEYS})
+    assert torch.equal(legacy.blur_sigma, torch.zeros(6))
+    q = SimCLRAugment(p_blur=1.0).sample_params(6, gen(0))
+    both = AugmentParams.cat([legacy, q])
+    assert torch.equal(both.blur_sigma[6:], q.blur_sigma) and torch.equal(both[[7, 8]].blur_sigma, q.blur_sigma[1:3])
+    assert torch.equal(q.to("cpu").blur_sigma, q.blur_sigma)

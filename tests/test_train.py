@@ -159,6 +159,18 @@ def test_train_crop_min_sets_the_crop_law_of_t_and_changes_the_views(task):
             make_config("smoke", train_crop_min=bad)
 
 
+def test_train_blur_p_puts_simclrs_blur_in_the_training_t_only(task):
+    """train_blur_p: 0 (CSI's T, no blur) by default; 0.5 is the paper's text (SimCLR's blur)."""
+    assert Trainer(tiny("csi", max_steps=1), None, task=task, progress=False).augment.p_blur == 0.0
+    t = Trainer(tiny("full", max_steps=2, gan_every=1, train_blur_p=0.5), None, task=task, progress=False)
+    assert t.augment.p_blur == 0.5 and t.augment.crop_scale == (0.08, 1.0)
+    rec = t.run_step()
+    assert all(math.isfinite(float(rec[k])) for k in ("csi", "joint", "rec"))
+    for bad in (-0.5, 1.01, "0.5"):
+        with pytest.raises(ConfigError, match="train_blur_p"):
+            make_config("smoke", train_blur_p=bad)
+
+
 def test_nonfinite_loss_stops_with_a_clear_message_and_no_nan_checkpoint(tmp_path, task):
     trainer = Trainer(tiny("csi+g"), tmp_path, task=task, progress=False)
     trainer.fit(stop_after_steps=1)

@@ -5,8 +5,8 @@
 1. FLOPs are counted, not assumed: torch.utils.flop_counter.FlopCounterMode (matrix products and
    convolutions, forward and backward) over real Algorithm 1 steps of csigen's Trainer on the CPU, with the
    `paper` preset's networks at each dataset's image size (32 px: CIFAR-10/100; 224 px: ImageNet-30), at a
-   small batch (--batch), scaled linearly to the paper's 128 images per step (NT-Xent's similarity matrix,
-   the only super-linear term, is under 0.1% of a step at 128). The GAN block's FLOPs are a step of the
+   small batch (--batch), scaled linearly to the `paper` preset's 128 images per step (CSI's batch;
+   NT-Xent's similarity matrix, the only super-linear term, is under 0.1% of a step at 128). The GAN block's FLOPs are a step of the
    variant with gan_every=1 minus a csi step; it runs every 5th step (gan_every=5).
 2. A run = 1,000 epochs x (training images // 128) steps, plus its evaluation: R=10 draws x 4 shifts of
    every training and test image through F (forward only).
