@@ -171,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     fg.add_argument("--figure2-run", default=None,
                     help="the 'full' run Figure 2 is drawn from: a run folder, or its name under --runs "
                          "(default: a full run on CIFAR-10 cat, the paper's)")
+    fg.add_argument("--figure2-layout", choices=("pairs", "paper"), default="pairs",
+                    help="pairs (default): each real image above its reconstruction, outlier columns labelled; "
+                         "paper: the real images' grid beside their reconstructions', as the paper draws it")
     fg.add_argument("--seed", type=int, default=0,
                     help="seed of the bootstrap intervals and of Figure 2's choice of test images")
     fg.add_argument("--bootstrap", type=int, default=1000,
@@ -427,7 +430,7 @@ def cmd_figures(args: argparse.Namespace) -> dict:
 
     written = write_figures(args.runs, args.out, figure2_run=args.figure2_run, seed=args.seed,
                             n_bootstrap=args.bootstrap, allow_smoke=args.allow_smoke, device=args.device,
-                            score=args.score)
+                            score=args.score, figure2_layout=args.figure2_layout)
     print(f"wrote {len(written)} files into {args.out}; captions and provenance in "
           f"{Path(args.out) / 'README.md'}", file=sys.stderr)
     return {"out": str(args.out), "written": {name: str(path) for name, path in written.items()}}

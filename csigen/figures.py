@@ -910,7 +910,8 @@ def _kept_figure2(out: Path, run2) -> str | None:
     return caption if FIGURE2_KEPT_NOTE in caption else caption + "\n" + FIGURE2_KEPT_NOTE
 
 
-def _write_figure2(w: _Writer, run2, images, problem: str | None, root: Path, seed: int) -> None:
+def _write_figure2(w: _Writer, run2, images, problem: str | None, root: Path, seed: int,
+                   layout: str = "pairs") -> None:
     import pandas as pd
 
     from csigen import plotting
@@ -928,14 +929,17 @@ def _write_figure2(w: _Writer, run2, images, problem: str | None, root: Path, se
     with plotting.style():
         w.figure("figure2.png", plotting.figure2_figure(
             images["inliers"], images["inlier_recon"], images["outliers"], images["outlier_recon"],
-            inlier_name=name, outlier_names=images["outlier_names"],
+            inlier_name=name, outlier_names=images["outlier_names"], layout=layout,
             title=f"Figure 2: {info.dataset}, inlier {name}, full model ({budget}) — {label}"))
     row = pd.DataFrame([{"run": info.run, "class": info.inlier_name, "seed": info.seed,
                          "variant": info.variant}])
+    where = ("beside them, as the paper draws them (layout 'paper')" if layout == "paper"
+             else "each above its real image's column (layout 'pairs'; the paper puts them side by side)")
     w.captions["figure2.png"] = _with_mark(
-        f"Figure 2 of the paper regenerated from `{info.run}`: (a) real test inliers ({name}) above their "
-        "reconstructions G(E(x)), (b) one real test outlier per other class above its reconstruction. Test "
-        f"images drawn with seed {seed}. Budget: {budget}. {images['g_mode']}.", label) + (
+        f"Figure 2 of the paper regenerated from `{info.run}`: (a) real test inliers ({name}) and their "
+        "reconstructions G(E(x)), (b) one real test outlier per other class and its reconstruction; the "
+        f"reconstructions {where}. Test images drawn with seed {seed}. Budget: {budget}. "
+        f"{images['g_mode']}.", label) + (
         "\n\nProvenance: " + _provenance(row, {info.run: info}))
 
 
@@ -943,7 +947,8 @@ def write_figures(runs_root: str | os.PathLike, out_dir: str | os.PathLike = "fi
                   figure2_run: str | os.PathLike | None = None, seed: int = 0,
                   n_bootstrap: int = DEFAULT_BOOTSTRAP, confidence: float = CONFIDENCE,
                   allow_smoke: bool = False, figure2_images_per_row: int = 8,
-                  device: str = "cpu", score: str | None = None) -> dict[str, Path]:
+                  device: str = "cpu", score: str | None = None,
+                  figure2_layout: str = "pairs") -> dict[str, Path]:
     """Write every table and figure the runs under ``runs_root`` allow into ``out_dir``.
 
     Args:
@@ -961,12 +966,18 @@ def write_figures(runs_root: str | os.PathLike, out_dir: str | os.PathLike = "fi
         score: None (default): each variant under the score behind the paper's number
             (:func:`paper_score_rows`); a score's name (e.g. ``"csi"``, ``"shared"``): that score for
             every variant (:func:`score_rows`), e.g. for CPU-scale runs, whose preset reports CSI's score.
+        figure2_layout: ``"pairs"`` (each real image above its reconstruction) or ``"paper"`` (the
+            real images' grid beside their reconstructions', as the paper draws it):
+            :func:`csigen.plotting.figure2_figure`.
     Returns:
         ``{file name: path}`` of every file written, ``README.md`` last.
     """
     from csigen.checkpoint import CheckpointError
+    from csigen.plotting import FIGURE2_LAYOUTS
     from csigen.train import git_commit
 
+    if figure2_layout not in FIGURE2_LAYOUTS:
+        raise ValueError(f"unknown Figure 2 layout {figure2_layout!r}; choose one of {FIGURE2_LAYOUTS}")
     root, out = Path(runs_root), Path(out_dir)
     runs = load_runs(root, allow_smoke=allow_smoke)
     chosen = score_rows(runs, score)
@@ -1002,7 +1013,7 @@ def write_figures(runs_root: str | os.PathLike, out_dir: str | os.PathLike = "fi
     if kept is not None:  # the weights are gone, the figure drawn from them is not
         w.written["figure2.png"], w.captions["figure2.png"] = out / "figure2.png", kept
     else:
-        _write_figure2(w, run2, images, problem, root, seed)
+        _write_figure2(w, run2, images, problem, root, seed, figure2_layout)
 
     label = setting_label(chosen["preset"], chosen["device"], chosen.get("data", ()))
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

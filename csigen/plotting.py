@@ -20,6 +20,7 @@ a notebook while :class:`csigen.train.Trainer` runs.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -28,6 +29,7 @@ import torch
 from csigen.train import Callback
 
 __all__ = [
+    "FIGURE2_LAYOUTS",
     "LiveLossPlot",
     "ablation_figure",
     "compare_with_paper",
@@ -616,16 +618,24 @@ def fid_figure(frame, *, paper: dict | None = None, title: str = "FID of G (lowe
     return fig
 
 
+#: Figure 2's layouts (:func:`figure2_figure`).
+FIGURE2_LAYOUTS = ("pairs", "paper")
+
+
 def figure2_figure(inliers, inlier_recon, outliers, outlier_recon, *, inlier_name: str,
-                   outlier_names: Sequence[str] | None = None, title: str | None = None):
+                   outlier_names: Sequence[str] | None = None, title: str | None = None, layout: str = "pairs"):
     """The paper's Figure 2: (a) real inliers and their reconstructions G(E(x)); (b) the same for outliers.
 
-    The paper shows each real image (left) beside its reconstruction (right); csigen draws each real image
-    above its reconstruction (columns of pairs), and draws test images (the paper does not say which).
+    ``layout="pairs"`` (default): each real image above its reconstruction, one column per image, the
+    outlier columns labelled with ``outlier_names``. ``layout="paper"``: the paper's arrangement, "(Left)
+    Real inlier (Right) Its reconstruction": per panel a grid of the real images and, beside it, the grid
+    of their reconstructions in the same places. The paper does not say which images it shows; csigen's
+    callers draw test images.
 
-    Images are ``(N, 3, H, W)``, float in [0, 1] or uint8; ``outlier_names``
-    labels the outlier columns. Returns a ``Figure``.
+    Images are ``(N, 3, H, W)``, float in [0, 1] or uint8. Returns a ``Figure``.
     """
+    if layout not in FIGURE2_LAYOUTS:
+        raise ValueError(f"unknown Figure 2 layout {layout!r}; choose one of {FIGURE2_LAYOUTS}")
     panels = []
     for real, rec, name in ((inliers, inlier_recon, "inlier"), (outliers, outlier_recon, "outlier")):
         real, rec = _to_float(real), _to_float(rec)
@@ -633,6 +643,8 @@ def figure2_figure(inliers, inlier_recon, outliers, outlier_recon, *, inlier_nam
             raise ValueError(f"{name} images and their reconstructions differ in shape: "
                              f"{tuple(real.shape)} vs {tuple(rec.shape)}")
         panels.append((real, rec))
+    if layout == "paper":
+        return _figure2_paper_layout(panels, inlier_name, title)
     ncol = max(p[0].shape[0] for p in panels)
     fig, axes = _figure(max(4.0, 0.75 * ncol + 1.0), 4.4, 2, 1)
     labels = [None, list(outlier_names) if outlier_names is not None else None]
@@ -642,6 +654,24 @@ def figure2_figure(inliers, inlier_recon, outliers, outlier_recon, *, inlier_nam
         _show_grid(ax, torch.cat([real, rec]), real.shape[0], col_labels=cols, row_labels=["real", "G(E(x))"])
         ax.grid(False)
         ax.set_title(head, fontsize=9)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def _figure2_paper_layout(panels, inlier_name: str, title: str | None):
+    """Figure 2 as the paper draws it: per panel, the real images' grid (left) and their reconstructions' (right)."""
+    ncol = max(math.ceil(math.sqrt(p[0].shape[0])) for p in panels)
+    nrow = max(math.ceil(p[0].shape[0] / ncol) for p in panels)
+    side = max(0.6 * ncol + 0.3, 2.9)  # wide enough for the panel titles
+    fig, axes = _figure(2 * side + 0.4, 2 * (0.6 * nrow + 0.5) + 0.6, 2, 2)
+    heads = [(f"(a) (Left) real inliers ({inlier_name})", "(Right) reconstructions G(E(x))"),
+             ("(b) (Left) real outliers (other classes)", "(Right) reconstructions G(E(x))")]
+    for row, (real, rec), (left, right) in zip(axes, panels, heads):
+        for ax, images, head in ((row[0], real, left), (row[1], rec, right)):
+            _show_grid(ax, images, ncol)
+            ax.grid(False)
+            ax.set_title(head, fontsize=9)
     if title:
         fig.suptitle(title)
     return fig

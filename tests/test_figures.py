@@ -280,6 +280,40 @@ def test_figure2_draws_real_images_above_reconstructions(genuine_run):
     assert [t.get_text() for t in fig.axes[1].get_xticklabels()] == images["outlier_names"]
 
 
+def test_figure2_in_the_papers_layout_puts_the_reconstructions_beside_the_real_images(genuine_run, tmp_path):
+    """layout="paper": per panel the real images' grid (left) and their reconstructions' (right), same places."""
+    from csigen import plotting
+    from csigen.cli import build_parser
+
+    images = figures.figure2_images(genuine_run, n=5, seed=0)
+    fig = plotting.figure2_figure(images["inliers"], images["inlier_recon"], images["outliers"],
+                                  images["outlier_recon"], inlier_name="circle", layout="paper")
+    assert len(fig.axes) == 4
+    tile = lambda ax, i, ncol=3: ax.images[0].get_array()[  # noqa: E731 (tile i of a 3-column grid)
+        2 + (i // ncol) * 34: 34 + (i // ncol) * 34, 2 + (i % ncol) * 34: 34 + (i % ncol) * 34]
+    for ax_real, ax_rec, real, rec in ((fig.axes[0], fig.axes[1], "inliers", "inlier_recon"),
+                                       (fig.axes[2], fig.axes[3], "outliers", "outlier_recon")):
+        for i in (0, len(images[real]) - 1):  # 5 inliers (4 outliers, one per other class): 3 columns
+            np.testing.assert_allclose(tile(ax_real, i), images[real][i].permute(1, 2, 0).numpy(), atol=1e-6)
+            np.testing.assert_allclose(tile(ax_rec, i), images[rec][i].permute(1, 2, 0).numpy(), atol=1e-6)
+    assert "(Left)" in fig.axes[0].get_title() and "(Right)" in fig.axes[1].get_title()
+    with pytest.raises(ValueError, match="layout 'side'.*pairs.*paper"):
+        plotting.figure2_figure(images["inliers"], images["inlier_recon"], images["outliers"],
+                                images["outlier_recon"], inlier_name="circle", layout="side")
+    with pytest.raises(ValueError, match="layout"):  # before any run is read
+        figures.write_figures(tmp_path / "nothing-here", tmp_path / "out", figure2_layout="side")
+    sub = build_parser()._subparsers._group_actions[0].choices["figures"]
+    layout = next(a for a in sub._actions if a.dest == "figure2_layout")
+    assert tuple(layout.choices) == plotting.FIGURE2_LAYOUTS and layout.default == "pairs"
+    # through figures: the caption says where the reconstructions are
+    root = tmp_path / "runs"
+    shutil.copytree(genuine_run, root / genuine_run.name)
+    figures.write_figures(root, tmp_path / "fig", allow_smoke=True, n_bootstrap=20, figure2_run=genuine_run.name,
+                          figure2_layout="paper")
+    section = (tmp_path / "fig" / "README.md").read_text().split("## figure2.png")[1]
+    assert "as the paper draws them (layout 'paper')" in section
+
+
 def test_smoke_runs_are_refused_or_marked(genuine_run, tmp_path, capsys, monkeypatch):
     root = tmp_path / "runs"
     shutil.copytree(genuine_run, root / genuine_run.name)
