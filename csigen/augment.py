@@ -36,11 +36,15 @@ and ``models/transform_layers.py``), and what this module reproduces:
 4. **Gaussian blur**, off by default (``p_blur = 0``): CSI's code has none, for
    CIFAR and ImageNet-30 alike. The paper's text lists it in T ("random
    Gaussian blur, as following the setting in SimCLR"), so ``p_blur = 0.5``
-   gives SimCLR's ImageNet blur, last in the pipeline: ``sigma ~ U(0.1, 2.0)``
-   per sample, a kernel of 10% of the image side (made odd: 3 px at 32, 23 px
-   at 224), reflect padding, as ``torchvision.transforms.v2.functional
-   .gaussian_blur`` per image (:func:`gaussian_blur`). Its draws come after
-   the crop's and only when ``p_blur > 0``, so the default keeps CSI's stream.
+   gives SimCLR's ImageNet blur as its paper describes it, last in the
+   pipeline: ``sigma ~ U(0.1, 2.0)`` per sample, a kernel of 10% of the image
+   side (made odd: 3 px at 32, 23 px at 224; none below 20 px), reflect
+   padding, as ``torchvision.transforms.v2.functional.gaussian_blur`` per image
+   (:func:`gaussian_blur`). SimCLR's TensorFlow code differs in two ways, not
+   followed here: one sigma per batch (the on/off gate is per image) and zero
+   padding (``'SAME'``), which would darken a 32x32 image's border pixels by up
+   to a third. Its draws come after the crop's and only when ``p_blur > 0``,
+   so the default keeps CSI's stream.
 
 Shifts: :func:`rotate` (``torch.rot90``), :func:`shift_batch` (shift-major
 layout with labels) and :func:`random_hflip` (CSI flips every image at random
@@ -211,7 +215,7 @@ class AugmentParams:
         """The same parameters on ``device`` (self if already there), moved in one transfer.
 
         The fields travel in one packed buffer (:func:`csigen.draws.move_together`, exact
-        for every dtype): one host-to-GPU copy per draw instead of eight, each of which would
+        for every dtype): one host-to-GPU copy per draw instead of one per field, each of which would
         wait for the GPU's queued work.
         """
         from csigen.draws import move_together
@@ -373,7 +377,9 @@ def gaussian_blur(x: Tensor, sigma: Tensor, kernel_size: int | None = None) -> T
     Image i equals ``torchvision.transforms.v2.functional.gaussian_blur(x[i], [k, k], [sigma[i]] * 2)``
     (a separable kernel ``exp(-t^2 / (2 sigma^2))`` normalised to sum 1, reflect padding), computed for
     the whole batch in two grouped convolutions. ``kernel_size`` (odd) defaults to
-    :func:`blur_kernel_size` of the smaller side. Differentiable in ``x``.
+    :func:`blur_kernel_size` of the smaller side (1, no blur, below 20 pixels). Differentiable in ``x``.
+    Half-precision input is blurred in float32 (autocast off) and returned in its dtype, as
+    :func:`resized_crop`: 16-bit weights would not sum to 1.
     """
     b, c, height, width = x.shape
     k = blur_kernel_size(min(height, width)) if kernel_size is None else int(kernel_size)
@@ -382,9 +388,15 @@ def gaussian_blur(x: Tensor, sigma: Tensor, kernel_size: int | None = None) -> T
     r = k // 2
     if r == 0:
         return x
-    t = torch.arange(-r, r + 1, device=x.device, dtype=torch.float32)
-    weights = torch.exp(-0.5 * (t / sigma.to(device=x.device, dtype=torch.float32)[:, None]) ** 2)
-    weights = (weights / weights.sum(dim=1, keepdim=True)).to(x.dtype).repeat_interleave(c, dim=0)  # (B C, k)
+    if r >= min(height, width):
+        raise ValueError(f"kernel_size {k} is too large for {height}x{width} images (reflect padding needs a "
+                         f"radius below the image side); use at most {2 * min(height, width) - 1}")
+    if x.dtype in (torch.float16, torch.bfloat16) or torch.is_autocast_enabled(x.device.type):
+        with torch.autocast(x.device.type, enabled=False):
+            return gaussian_blur(x.float(), sigma, k).to(x.dtype)
+    t = torch.arange(-r, r + 1, device=x.device, dtype=x.dtype)  # float32 (or float64, e.g. gradcheck)
+    weights = torch.exp(-0.5 * (t / sigma.to(device=x.device, dtype=x.dtype)[:, None]) ** 2)
+    weights = (weights / weights.sum(dim=1, keepdim=True)).repeat_interleave(c, dim=0)  # (B C, k)
     y = x.reshape(1, b * c, height, width)
     y = F.conv2d(F.pad(y, (r, r, 0, 0), mode="reflect"), weights.view(b * c, 1, 1, k), groups=b * c)
     y = F.conv2d(F.pad(y, (0, 0, r, r), mode="reflect"), weights.view(b * c, 1, k, 1), groups=b * c)
@@ -631,9 +643,13 @@ class SimCLRAugment(nn.Module):
         return resized_crop(x, params.whbias.to(x.device))
 
     def apply_blur(self, x: Tensor, params: AugmentParams) -> Tensor:
-        """Step 4 (when ``p_blur > 0``): Gaussian blur on the samples with ``params.blur_sigma > 0``."""
+        """Step 4: Gaussian blur on the samples with ``params.blur_sigma > 0``, each with its own sigma.
+
+        :meth:`apply` calls it only when this T has ``p_blur > 0``: a T without blur ignores the blur
+        of parameters drawn by another one.
+        """
         sigma = params.blur_sigma.to(x.device)
-        y = gaussian_blur(x, sigma.clamp_min(self.blur_sigma[0]))
+        y = gaussian_blur(x, torch.where(sigma > 0, sigma, 1.0))  # 1.0: any finite sigma for the unblurred
         return torch.where((sigma > 0).view(-1, 1, 1, 1), y, x)
 
     def apply(self, x: Tensor, params: AugmentParams) -> Tensor:

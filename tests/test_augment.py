@@ -394,6 +394,17 @@ def test_gaussian_blur_matches_torchvision_per_image(size, kernel):
 
 def test_blur_off_by_default_keeps_csis_stream_and_on_adds_its_draws_after():
     """p_blur=0 (CSI's T): no blur and the eight draws of before; p_blur>0 draws gate and sigma after them."""
+    # the stream of T before the blur existed (csigen at commit fb31b47~1, same calls): draws, the generator
+    # after them, and one output
+    g = gen(0)
+    p = SimCLRAugment().sample_params(4, g, size=(32, 32))
+    np.testing.assert_allclose(p.contrast.numpy(), [0.964502, 1.105845, 0.879115, 0.921374], atol=1e-6)
+    np.testing.assert_allclose(p.whbias[:, 0].numpy(), [0.78125, 0.5625, 0.625, 0.75])
+    assert p.jitter.tolist() == [True] * 4 and p.gray.tolist() == [False, False, False, True]
+    assert float(torch.rand(1, generator=g)) == pytest.approx(0.20966923236846924, abs=1e-12)
+    y = SimCLRAugment()(torch.rand(2, 3, 32, 32, generator=gen(1)), gen(2))
+    assert float(y.sum()) == pytest.approx(3478.1252, abs=2e-3)
+    assert float(y[0, 0, 0, 0]) == pytest.approx(0.732207, abs=1e-6)
     off, on = SimCLRAugment(), SimCLRAugment(p_blur=0.5)
     a = off.sample_params(512, gen(7), size=(32, 32))
     b = on.sample_params(512, gen(7), size=(32, 32))
@@ -403,9 +414,6 @@ def test_blur_off_by_default_keeps_csis_stream_and_on_adds_its_draws_after():
     blurred = b.blur_sigma > 0
     assert 0.4 < blurred.float().mean() < 0.6
     assert b.blur_sigma[blurred].min() >= 0.1 and b.blur_sigma.max() <= 2.0
-    # the default T's output is the same with and without the blur's code path
-    x = images(b=16, seed=1)
-    torch.testing.assert_close(off(x, gen(2)), SimCLRAugment(p_blur=0.0)(x, gen(2)))
     assert "p_blur" not in repr(off) and "p_blur=0.5" in repr(on)
     for bad in (-0.1, 1.5):
         with pytest.raises(ValueError, match="p_blur"):
@@ -425,8 +433,33 @@ def test_blur_is_the_last_step_on_the_gated_samples_and_passes_gradients():
     on = params.blur_sigma > 0
     torch.testing.assert_close(out[~on], unblurred[~on])
     torch.testing.assert_close(out[on], gaussian_blur(unblurred[on], params.blur_sigma[on]))
+    # a T without blur ignores the blur of parameters drawn by one with it
+    torch.testing.assert_close(SimCLRAugment().apply(x, params), unblurred)
     out.sum().backward()
-    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    assert torch.isfinite(x.grad).all()
+
+
+def test_gaussian_blur_gradients_precision_and_size_limits():
+    from csigen.augment import gaussian_blur
+
+    x = torch.rand(2, 3, 12, 12, dtype=torch.float64, generator=gen(0), requires_grad=True)
+    sigma = torch.tensor([0.5, 1.7], dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda t: gaussian_blur(t, sigma, kernel_size=5), (x,))
+    # half precision and autocast: computed in float32 (weights that sum to 1), returned in the input's dtype
+    y = images(b=4, seed=6)
+    s = torch.tensor([0.3, 0.9, 1.4, 2.0])
+    ref = gaussian_blur(y, s)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        torch.testing.assert_close(gaussian_blur(y, s), ref, atol=0, rtol=0)
+    half = gaussian_blur(y.bfloat16(), s)
+    assert half.dtype == torch.bfloat16
+    torch.testing.assert_close(half.float(), gaussian_blur(y.bfloat16().float(), s).bfloat16().float())
+    torch.testing.assert_close(gaussian_blur(y.to(memory_format=torch.channels_last), s), ref)
+    # below 20 pixels SimCLR's kernel is 1 pixel: no blur; a kernel too large for the image is refused
+    small = torch.rand(2, 3, 16, 16, generator=gen(1))
+    assert torch.equal(gaussian_blur(small, s[:2]), small)
+    with pytest.raises(ValueError, match="too large for 16x16"):
+        gaussian_blur(small, s[:2], kernel_size=33)
 
 
 def test_augment_params_without_blur_sigma_get_zeros_and_keep_them_through_index_cat_and_to():

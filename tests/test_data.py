@@ -530,6 +530,20 @@ def test_trainer_imagenet30_step_at_224(in30):
     assert len(seen) == 1 and torch.equal(seen[0], torch.cat([shift_batch(x0, 4)[0], shift_batch(y0, 4)[0]]))
 
 
+def test_trainer_imagenet30_t_takes_the_blur_too(in30):
+    """train_blur_p on full-size images: T (no crop there) blurs last, as on 32x32 images."""
+    from csigen.config import make_config
+    from csigen.train import Trainer
+
+    root, _ = in30
+    task = load_task("imagenet30", "airliner", root=root, image_size=32, max_test=3)
+    config = make_config("smoke", dataset="imagenet30", inlier="airliner", data_root=str(root), variant="csi",
+                         batch_size=2, max_steps=1, device="cpu", checkpoint_every_steps=None, train_blur_p=0.5)
+    trainer = Trainer(config, None, task=task, progress=False)
+    assert trainer.augment.crop_scale == (1.0, 1.0) and trainer.augment.p_blur == 0.5
+    assert math.isfinite(float(trainer.run_step()["csi"]))
+
+
 def test_trainer_imagenet30_gan_block_views(in30):
     """variant full on ImageNet-30 images (at 32 px, for speed): G(h)'s views get the data side's crop and
     flip on the device (csi_s, joint); the GAN block gets both real views."""

@@ -61,6 +61,8 @@ def test_each_reading_has_its_default_and_a_valid_other_reading():
         for name, value in others:
             assert value != default(name), f"reading {row[0]}: {name}={value!r} is the default, not another reading"
             make_config("smoke", **{name: value})  # a valid configuration (raises ConfigError otherwise)
+        if len({n for n, _ in others}) == len(others) > 1:  # several fields: one reading, valid together
+            make_config("smoke", **dict(others))
         named |= {n for n, _ in ours + others}
     assert named >= {"f_optimizer", "train_blur_p", "rec_reduction", "gan_batch_size", "critic_bn_stats",
                      "joint_bn_stats", "gan_loss", "score", "eval_samples", "cifar100_superclasses"}
