@@ -153,8 +153,8 @@ class TrainConfig:
     #: rotation head (L_cls-SI) learns in fewer steps. Applies to T's crop (32x32 images), the data-side
     #: crop of full-size images (ImageNet-30) and the crop of G(h)'s views there.
     train_crop_min: float = 0.08
-    #: probability of SimCLR's Gaussian blur in the training T (csigen.augment, step 4: sigma ~ U(0.1, 2),
-    #: a kernel of 10% of the image side). 0, the default, is CSI's code, which has no blur (CIFAR and
+    #: probability of SimCLR's Gaussian blur in the training T (csigen.augment, step 4: sigma ~ U(0.1, 2) per
+    #: image, a kernel of 10% of the image side, none below 20 pixels). 0, the default, is CSI's code, which has no blur (CIFAR and
     #: ImageNet-30 alike); the paper's text lists "random Gaussian blur, as following the setting in SimCLR"
     #: in T, and 0.5 (SimCLR's) is that reading. The training T only (Eq. 4-6, 8): the score's T_r stay CSI's
     #: evaluation transform.
