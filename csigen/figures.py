@@ -152,10 +152,35 @@ def setting_label(presets, devices, data=()) -> str:
     return f"{', '.join(names)}: not the paper's setting" + suffix
 
 
+class MixedRecipesError(ValueError):
+    """Runs of one preset with different recipes (e.g. a calibration run) were found together."""
+
+
+def refuse_mixed_recipes(runs, where: str) -> None:
+    """Raise :class:`MixedRecipesError` if runs of one dataset, variant and preset differ in recipe.
+
+    ``runs``: :func:`csigen.results.collect`'s frame; its ``recipe`` column is "" for each preset's
+    commonest recipe. The paper's tables and figures draw one recipe per preset, so runs of another
+    reading or calibration (``--set train_blur_p=0.5``, ``gan_every=3``, ...) must sit in their own folder.
+    """
+    if "recipe" not in runs.columns:
+        return
+    other = runs[runs["recipe"].fillna("") != ""].drop_duplicates("run")
+    if other.empty:
+        return
+    first = other.iloc[0]
+    raise MixedRecipesError(
+        f"{len(other)} run(s) under {where} depart from the recipe of the other {first['preset']!r} runs "
+        f"(e.g. {first['run']}: {first['recipe']}): the tables and figures would average unlike runs. Move "
+        "those runs into a folder of their own (a calibration or another reading) and point --runs at one "
+        "recipe; `python -m csigen table --runs DIR` lists them side by side.")
+
+
 def load_runs(runs_root: str | os.PathLike, *, allow_smoke: bool = False):
     """Every finished run under ``runs_root``: :func:`csigen.results.collect` (one row per run and score).
 
-    Smoke-preset runs raise :class:`SmokeRunsError` unless ``allow_smoke``.
+    Smoke-preset runs raise :class:`SmokeRunsError` unless ``allow_smoke``; runs of one preset with
+    different recipes raise :class:`MixedRecipesError` (:func:`refuse_mixed_recipes`).
     """
     from csigen.results import collect
 
@@ -173,6 +198,7 @@ def load_runs(runs_root: str | os.PathLike, *, allow_smoke: bool = False):
             f"{len(smoke)} smoke-preset run(s) under {str(root)!r} (e.g. {smoke[0]}): their numbers mean "
             "nothing and must not be mistaken for results. Move them out of the folder, or pass "
             "--allow-smoke (allow_smoke=True) to draw them marked 'meaningless, smoke'.")
+    refuse_mixed_recipes(runs, repr(str(root)))
     return runs
 
 
@@ -1043,20 +1069,20 @@ def sweep_runs(configs, runs_root: str | os.PathLike, *, allow_smoke: bool = Fal
     :func:`csigen.results.sweep_plan`). Smoke-preset runs raise
     :class:`SmokeRunsError` unless ``allow_smoke``.
     """
-    import pandas as pd
 
     from csigen.results import collect, run_dir
 
     folders = list(dict.fromkeys(run_dir(runs_root, c) for c in configs))
-    frames = [collect(f) for f in folders if (f / "result.json").exists()]
-    if not frames:
+    finished = [f for f in folders if (f / "result.json").exists()]
+    if not finished:
         raise FileNotFoundError(f"none of the {len(folders)} runs of the sweep under {str(runs_root)!r} has "
                                 "finished (no result.json): run the sweep first")
-    runs = pd.concat(frames, ignore_index=True)
+    runs = collect(finished)
     smoke = sorted(set(runs.loc[runs["preset"] == "smoke", "run"]))
     if smoke and not allow_smoke:
         raise SmokeRunsError(f"{len(smoke)} smoke-preset run(s) in the sweep (e.g. {smoke[0]}): their numbers "
                              "mean nothing. Pass allow_smoke=True to show them marked 'meaningless, smoke'.")
+    refuse_mixed_recipes(runs, f"the sweep in {str(runs_root)!r}")
     return runs
 
 

@@ -151,23 +151,78 @@ def table_dataset(record: dict) -> tuple[str, str | None]:
     return dataset, None
 
 
-def collect(root: str | os.PathLike):
-    """All finished runs under ``root`` as a DataFrame, one row per run *per score*.
+#: Config fields in which two runs of one preset may differ and still be the same recipe: where they ran and
+#: saved (:data:`csigen.config.ENVIRONMENT_FIELDS`), which task they are, the score reported first (every
+#: record stores every score) and the evaluation's batch size.
+RECIPE_IGNORED = ("dataset", "inlier", "seed", "variant", "preset", "score", "eval_batch_size")
+
+
+def recipe_fields(config: dict[str, Any] | None) -> dict[str, Any]:
+    """The fields of a recorded config (``result.json["config"]``, any schema version) that make its recipe.
+
+    All but :data:`RECIPE_IGNORED` and :data:`csigen.config.ENVIRONMENT_FIELDS`, and for ``csi`` runs also
+    :data:`csigen.config.GENERATIVE_FIELDS` (a ``csi`` run has no G): two runs of one preset that differ in
+    any of these (e.g. ``train_blur_p``, ``gan_every``, ``max_test``) measured different things. ``{}``
+    for a record without a config.
+    """
+    from csigen.config import ENVIRONMENT_FIELDS, GENERATIVE_FIELDS, ConfigError, TrainConfig
+
+    if not config:
+        return {}
+    try:
+        c = TrainConfig.from_dict(dict(config)).to_dict()  # upgraded; fields it lacks at their defaults
+    except ConfigError:  # a record this csigen cannot read as a config: compare what it holds
+        c = dict(config)
+    ignored = set(RECIPE_IGNORED) | set(ENVIRONMENT_FIELDS) | (set(GENERATIVE_FIELDS) if c["variant"] == "csi"
+                                                               else set())
+    return {k: v for k, v in c.items() if k not in ignored}
+
+
+def _recipe_labels(keys: list[tuple[Any, str]]) -> list[str]:
+    """Per run (its group and recipe), "" for its group's commonest recipe, else how it departs from it.
+
+    ``keys``: ``(group, recipe)`` per run, the recipe a JSON string of :func:`recipe_fields`. The
+    commonest recipe of a group (ties: the first in sorted order) is labelled ""; another is labelled with
+    the fields where it differs, e.g. ``"gan_every=3"``, so tables never average unlike runs.
+    """
+    from collections import Counter
+
+    counts: dict[Any, Counter] = {}
+    for group, recipe in keys:
+        counts.setdefault(group, Counter())[recipe] += 1
+    common = {g: min(c, key=lambda r: (-c[r], r)) for g, c in counts.items()}
+    labels = []
+    for group, recipe in keys:
+        if recipe == common[group]:
+            labels.append("")
+            continue
+        mine, base = json.loads(recipe), json.loads(common[group])
+        labels.append(", ".join(f"{k}={mine.get(k)!r}" for k in sorted(set(mine) | set(base))
+                                if mine.get(k) != base.get(k)))
+    return labels
+
+
+def collect(root: str | os.PathLike | Iterable[str | os.PathLike]):
+    """All finished runs under ``root`` (a folder, or several) as a DataFrame, one row per run *per score*.
 
     Every ``result.json`` below ``root`` is read; unfinished folders (no
     ``result.json``) are skipped. A record with a ``"scores"`` dict (every
     score from one feature pass) gives one row per score; an older record
     gives one row, for its ``"score"``. Columns: ``run``, ``dataset`` and
     ``data`` (:func:`table_dataset`: a local CIFAR-10 copy is tabled as
-    ``cifar10`` with ``data`` naming the copy, else ``data`` is None), ``inlier``, ``inlier_name``, ``variant``, ``preset``, ``seed``, ``score``,
-    ``auroc`` (percent), ``primary`` (True for the run's configured score, the
-    record's top-level ``auroc``), ``seconds``, ``device``, ``schema_version``
-    (0 for records written before versions existed).
+    ``cifar10`` with ``data`` naming the copy, else ``data`` is None), ``inlier``, ``inlier_name``,
+    ``variant``, ``preset``, ``seed``, ``score``, ``auroc`` (percent), ``primary`` (True for the run's
+    configured score, the record's top-level ``auroc``), ``seconds``, ``device``, ``schema_version`` (0 for
+    records written before versions existed) and ``recipe``: "" for the commonest recipe among the runs of
+    the same dataset, variant and preset, else the config fields where a run departs from it
+    (:func:`recipe_fields`, e.g. ``"train_blur_p=0.5"``), so that another reading or a calibration run
+    kept in the same folder is never pooled with the preset's runs.
     """
     import pandas as pd
 
-    rows = []
-    for path in sorted(Path(root).rglob("result.json")):
+    roots = [root] if isinstance(root, (str, os.PathLike)) else list(root)
+    rows, keys = [], []
+    for path in sorted({p for r in roots for p in Path(r).rglob("result.json")}):
         r = json.loads(path.read_text())
         primary = r.get("score") or (r.get("config") or {}).get("score") or "shared"
         per_score = r.get("scores") or {primary: {"auroc": r["auroc"]}}
@@ -177,13 +232,16 @@ def collect(root: str | os.PathLike):
             "inlier_name": r.get("inlier_name"), "variant": r["variant"], "preset": r["preset"],
             "seed": r["seed"],
         }
+        recipe = json.dumps(recipe_fields(r.get("config")), sort_keys=True, default=str)
         for name, s in per_score.items():
             rows.append({**base, "score": name, "auroc": 100.0 * s["auroc"], "primary": name == primary,
                          "seconds": r.get("seconds"), "device": r.get("device"),
                          "schema_version": r.get("schema_version", 0)})
+            keys.append(((dataset, r["variant"], r["preset"]), recipe))
     columns = ["run", "dataset", "data", "inlier", "inlier_name", "variant", "preset", "seed", "score", "auroc",
-               "primary", "seconds", "device", "schema_version"]
-    return pd.DataFrame(rows, columns=columns)
+               "primary", "seconds", "device", "schema_version", "recipe"]
+    return pd.DataFrame([{**row, "recipe": label} for row, label in zip(rows, _recipe_labels(keys))],
+                        columns=columns)
 
 
 def _class_counts(runs, expected_classes) -> dict[str, int]:
@@ -204,7 +262,8 @@ def compare_with_paper(runs, expected_classes: int | dict[str, int] | None = Non
     """Measured mean AUROC per dataset, variant, score and preset, beside the paper's number.
 
     ``runs`` is the DataFrame of :func:`collect`. Runs that differ in dataset,
-    variant, score or preset are never averaged together: each combination is
+    variant, score, preset or recipe (:func:`collect`'s ``recipe``: "" for the
+    preset's commonest recipe) are never averaged together: each combination is
     one row. Within a row a task (inlier, seed) found in several folders
     counts once (their mean); ``ours (measured)`` is the mean over seeds of the
     per-seed mean over classes, ``ours (std)`` the std over seeds (population,
@@ -212,7 +271,7 @@ def compare_with_paper(runs, expected_classes: int | dict[str, int] | None = Non
     means are not alike: then ``ours (measured)`` is the mean over classes of
     the per-class mean over seeds and ``ours (std)`` is NaN.
 
-    Columns: ``dataset``, ``variant``, ``score``, ``preset``, ``classes``
+    Columns: ``dataset``, ``variant``, ``score``, ``preset``, ``recipe``, ``classes``
     (inlier classes measured), ``seeds``, ``ours (measured)``, ``ours (std)``,
     ``paper`` (the paper's number for this dataset and variant, or NaN),
     ``paper score`` (True where ``score`` is the one behind the paper's number,
@@ -229,15 +288,16 @@ def compare_with_paper(runs, expected_classes: int | dict[str, int] | None = Non
 
     from csigen.config import SCORES, VARIANTS
 
-    columns = ["dataset", "variant", "score", "preset", "classes", "seeds", "ours (measured)", "ours (std)",
-               "paper", "paper score", "complete", "coverage"]
+    columns = ["dataset", "variant", "score", "preset", "recipe", "classes", "seeds", "ours (measured)",
+               "ours (std)", "paper", "paper score", "complete", "coverage"]
     if runs.empty:
         return pd.DataFrame(columns=columns)
-    runs = runs.assign(inlier=runs["inlier"].astype(str))
+    runs = runs.assign(inlier=runs["inlier"].astype(str),
+                       recipe=runs["recipe"].fillna("") if "recipe" in runs.columns else "")
     totals = _class_counts(runs, expected_classes)
     rows = []
-    for (dataset, variant, score, preset), g in runs.groupby(["dataset", "variant", "score", "preset"],
-                                                              sort=False):
+    for (dataset, variant, score, preset, recipe), g in runs.groupby(
+            ["dataset", "variant", "score", "preset", "recipe"], sort=False):
         task = g.groupby(["seed", "inlier"])["auroc"].mean()  # duplicate folders of one task count once
         class_sets = {seed: frozenset(t.index.get_level_values("inlier")) for seed, t in task.groupby(level="seed")}
         classes = frozenset().union(*class_sets.values())
@@ -251,7 +311,7 @@ def compare_with_paper(runs, expected_classes: int | dict[str, int] | None = Non
         total = totals[dataset]
         paper = paper_number(dataset, variant)
         rows.append({
-            "dataset": dataset, "variant": variant, "score": score, "preset": preset,
+            "dataset": dataset, "variant": variant, "score": score, "preset": preset, "recipe": recipe,
             "classes": len(classes), "seeds": len(class_sets), "ours (measured)": measured, "ours (std)": std,
             "paper": np.nan if paper is None else paper, "paper score": PAPER_SCORE.get(variant) == score,
             "complete": len(classes) >= total, "coverage": coverage_text(len(classes), total),
@@ -261,7 +321,7 @@ def compare_with_paper(runs, expected_classes: int | dict[str, int] | None = Non
     def order(values, known):
         return values.map(lambda v: known.index(v) if v in known else len(known))
 
-    table = table.sort_values(["dataset", "variant", "score", "preset"], kind="stable", key=lambda col: (
+    table = table.sort_values(["dataset", "variant", "score", "preset", "recipe"], kind="stable", key=lambda col: (
         order(col, VARIANTS) if col.name == "variant" else order(col, SCORES) if col.name == "score" else col))
     return table.reset_index(drop=True)
 

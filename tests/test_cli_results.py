@@ -206,15 +206,15 @@ def test_evaluation_runs_in_fp32_unless_eval_amp(small_trainer, monkeypatch):
 # --------------------------------------------------------------------------- #
 # collect / compare_with_paper on written records
 # --------------------------------------------------------------------------- #
-def _record(root, dataset, inlier, variant, seed, preset="paper", aurocs=None, primary="shared"):
-    """A result.json as csigen.train.run writes it (AUROCs as fractions), under root."""
+def _record(root, dataset, inlier, variant, seed, preset="paper", aurocs=None, primary="shared", config=None):
+    """A result.json as csigen.train.run writes it (AUROCs as fractions), under root; ``config``: its config."""
     aurocs = aurocs or {n: 0.9 for n in SCORE_NAMES}
     folder = Path(root) / f"{dataset}-{inlier}-{variant}-{preset}-s{seed}"
     folder.mkdir(parents=True)
     record = {"dataset": dataset, "inlier": inlier, "inlier_name": f"c{inlier}", "variant": variant,
               "preset": preset, "seed": seed, "auroc": aurocs[primary], "per_class_auroc": {}, "score": primary,
               "scores": {n: {"auroc": a, "per_class_auroc": {}} for n, a in aurocs.items()},
-              "seconds": 1.0, "device": "cpu", "schema_version": 1}
+              "seconds": 1.0, "device": "cpu", "schema_version": 1, **({"config": config} if config else {})}
     (folder / "result.json").write_text(json.dumps(record))
     return folder
 
@@ -227,7 +227,8 @@ def test_collect_one_row_per_run_and_score_and_reads_old_records(tmp_path):
     shutil.copy(FIXTURES / "run_v0" / "result.json", old / "result.json")  # first format: no "scores"
     runs = collect(tmp_path)
     assert list(runs.columns) == ["run", "dataset", "data", "inlier", "inlier_name", "variant", "preset", "seed", "score",
-                                  "auroc", "primary", "seconds", "device", "schema_version"]
+                                  "auroc", "primary", "seconds", "device", "schema_version", "recipe"]
+    assert (runs["recipe"] == "").all()
     new = runs[runs["dataset"] == "cifar10"].set_index("score")
     assert list(new.index) == list(SCORE_NAMES)
     assert new.loc["literal", "auroc"] == pytest.approx(93.0) and new.loc["csi", "auroc"] == pytest.approx(97.0)
@@ -242,6 +243,36 @@ def test_collect_one_row_per_run_and_score_and_reads_old_records(tmp_path):
     assert len(table) == len(SCORE_NAMES) + 1
 
 
+def test_runs_of_another_recipe_are_labelled_tabled_apart_and_refused_by_figures(tmp_path):
+    """A calibration or other-reading run in the preset's folder is never pooled with the preset's runs."""
+    from csigen.config import make_config
+    from csigen.figures import MixedRecipesError, load_runs
+    from csigen.results import recipe_fields
+
+    base = make_config("cpu-fp32", dataset="cifar10", inlier=0, variant="full").to_dict()
+    for c in range(3):
+        _record(tmp_path, "cifar10", c, "full", 0, preset="cpu-fp32", config={**base, "inlier": c})
+    _record(tmp_path, "cifar10", 3, "full", 0, preset="cpu-fp32", config={**base, "inlier": 3, "train_blur_p": 0.5},
+            aurocs={n: 0.5 for n in SCORE_NAMES})
+    csi = {**base, "variant": "csi"}  # csi runs that differ only in G's fields and where they ran: one recipe
+    _record(tmp_path, "cifar10", 0, "csi", 0, preset="cpu-fp32", config=csi)
+    _record(tmp_path, "cifar10", 1, "csi", 0, preset="cpu-fp32",
+            config={**csi, "inlier": 1, "gan_every": 4, "device": "cuda", "data_root": "/elsewhere", "score": "csi"})
+    assert recipe_fields(csi) == recipe_fields({**csi, "gan_every": 4, "seed": 3, "checkpoint_every_s": 1.0})
+    assert recipe_fields({**base, "gan_every": 4}) != recipe_fields(base)  # full has a G
+    runs = collect(tmp_path)
+    recipe = runs.drop_duplicates("run").set_index(["variant", "inlier"])["recipe"]
+    assert recipe[("full", 3)] == "train_blur_p=0.5" and (recipe.drop(("full", 3)) == "").all()
+    table = compare_with_paper(runs).set_index(["variant", "score", "recipe"])
+    assert table.loc[("full", "shared", ""), "classes"] == 3
+    assert table.loc[("full", "shared", "train_blur_p=0.5"), "ours (measured)"] == pytest.approx(50.0)
+    assert table.loc[("full", "shared", ""), "ours (measured)"] == pytest.approx(90.0)
+    with pytest.raises(MixedRecipesError, match=r"train_blur_p=0\.5.*folder of their own"):
+        load_runs(tmp_path)
+    shutil.rmtree(tmp_path / "cifar10-3-full-cpu-fp32-s0")
+    assert (collect(tmp_path)["recipe"] == "").all() and not load_runs(tmp_path).empty
+
+
 def test_compare_with_paper_never_mixes_scores_presets_or_variants(tmp_path):
     # csi on all 10 CIFAR-10 classes, two seeds; full on 3 classes; a cpu-preset csi run on the side
     for seed in (0, 1):
@@ -253,8 +284,8 @@ def test_compare_with_paper_never_mixes_scores_presets_or_variants(tmp_path):
                                                            "csi": 0.5})
     _record(tmp_path, "cifar10", 0, "csi", 0, preset="cpu", aurocs={n: 0.6 for n in SCORE_NAMES})
     table = compare_with_paper(collect(tmp_path))
-    assert list(table.columns) == ["dataset", "variant", "score", "preset", "classes", "seeds", "ours (measured)",
-                                   "ours (std)", "paper", "paper score", "complete", "coverage"]
+    assert list(table.columns) == ["dataset", "variant", "score", "preset", "recipe", "classes", "seeds",
+                                   "ours (measured)", "ours (std)", "paper", "paper score", "complete", "coverage"]
     assert len(table) == 3 * len(SCORE_NAMES)
     t = table.set_index(["variant", "score", "preset"])
     csi_paper = t.loc[("csi", "csi", "paper")]
