@@ -361,6 +361,13 @@ def upgrade_config_dict(d: dict[str, Any], what: str = "config") -> dict[str, An
     return d
 
 
+def fields_ignored_between(csi_runs: bool) -> tuple[str, ...]:
+    """Config fields two runs may differ in and still compute the same: :data:`ENVIRONMENT_FIELDS`, and
+    :data:`GENERATIVE_FIELDS` too when both are ``csi`` runs (no G). Shared by :func:`same_run_config` and
+    :func:`csigen.results.recipe_fields`."""
+    return ENVIRONMENT_FIELDS + (GENERATIVE_FIELDS if csi_runs else ())
+
+
 def same_run_config(saved: dict[str, Any], config: TrainConfig, what: str = "the saved run") -> list[str]:
     """The names of the fields in which the run recorded as ``saved`` differs from ``config``.
 
@@ -388,7 +395,7 @@ def same_run_config(saved: dict[str, Any], config: TrainConfig, what: str = "the
     requested = config.to_dict()
     defaults = TrainConfig().to_dict()
     both_csi = recorded["variant"] == requested["variant"] == "csi"
-    ignored = ENVIRONMENT_FIELDS + (GENERATIVE_FIELDS if both_csi else ())
+    ignored = fields_ignored_between(both_csi)
     diffs = []
     for f in dataclasses.fields(TrainConfig):
         name = f.name

@@ -165,7 +165,7 @@ def recipe_fields(config: dict[str, Any] | None) -> dict[str, Any]:
     any of these (e.g. ``train_blur_p``, ``gan_every``, ``max_test``) measured different things. ``{}``
     for a record without a config.
     """
-    from csigen.config import ENVIRONMENT_FIELDS, GENERATIVE_FIELDS, ConfigError, TrainConfig
+    from csigen.config import ConfigError, TrainConfig, fields_ignored_between
 
     if not config:
         return {}
@@ -173,8 +173,7 @@ def recipe_fields(config: dict[str, Any] | None) -> dict[str, Any]:
         c = TrainConfig.from_dict(dict(config)).to_dict()  # upgraded; fields it lacks at their defaults
     except ConfigError:  # a record this csigen cannot read as a config: compare what it holds
         c = dict(config)
-    ignored = set(RECIPE_IGNORED) | set(ENVIRONMENT_FIELDS) | (set(GENERATIVE_FIELDS) if c["variant"] == "csi"
-                                                               else set())
+    ignored = set(RECIPE_IGNORED) | set(fields_ignored_between(c["variant"] == "csi"))
     return {k: v for k, v in c.items() if k not in ignored}
 
 
