@@ -70,8 +70,11 @@ __all__ = [
     "timed_steps",
 ]
 
-#: Share of the budget kept free for variations of the step time the first steps did not show.
-RESERVE = 0.05
+#: Share of the budget kept free for variations of the step time the first steps did not show. 10 %:
+#: on a 2-core AMD EPYC (Zen 4, bf16) a run's first ten or so steps ran about 7 % faster than the rest
+#: (0.61-0.67 s against about 0.70 s), so two 15-minute runs planned with 5 % ended late, by 20 s (alone)
+#: and 6 s (2 minutes of tests beside it): bench/RESULTS.md, "A second CPU".
+RESERVE = 0.10
 #: Untimed steps before the timed ones (first-call costs that later steps do not pay).
 WARMUP_STEPS = 1
 #: Timed steps of a ``csi`` run (variants with G: ``gan_every``, one GAN block).

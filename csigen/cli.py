@@ -63,8 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--amp", choices=AMP_MODES,
                    help="training precision (default: the preset's, 'auto': bf16 on GPUs that have bf16 units, "
                         "fp16 with loss scaling on older GPUs, float32 on the CPU). 'bf16' on a CPU with AMX units "
-                        "(Intel Xeon 4th generation and later) trains 2.4-2.7x faster than float32 there "
-                        "(bench/RESULTS.md); on other CPUs measure first: python bench/throughput.py --amp off bf16")
+                        "(Intel Xeon 4th generation and later) trains 2.4-2.7x faster than float32 there, "
+                        "on one with AVX512-BF16 (AMD Zen 4) 1.85-2.05x (bench/RESULTS.md); on other CPUs "
+                        "measure first: python bench/throughput.py --amp off bf16")
     t.add_argument("--epochs", type=int, help="override the preset's number of epochs")
     t.add_argument("--max-steps", type=int, help="override the preset's cap on training steps")
     t.add_argument("--time-budget", type=float, metavar="MINUTES", dest="time_budget_min",

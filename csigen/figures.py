@@ -101,11 +101,18 @@ class RunInfo:
     date: str
     steps: int | None
     train_seconds: float | None
+    #: the GPU's or CPU's model name (``result.json``'s ``device_name``; None in records before it was kept)
+    device_name: str | None = None
 
     @property
     def paper_setting(self) -> bool:
-        """The paper's setting: preset ``paper`` trained on a GPU."""
+        """The paper's setting as csigen reads it: preset ``paper`` (CSI's recipe) trained on a GPU."""
         return self.preset == "paper" and self.device.startswith("cuda")
+
+    @property
+    def machine(self) -> str:
+        """The device, with its model name where the record has one: ``cpu (AMD EPYC ...)``."""
+        return f"{self.device} ({self.device_name})" if self.device_name else self.device
 
 
 def run_info(run_dir: str | os.PathLike) -> RunInfo:
@@ -127,7 +134,7 @@ def run_info(run_dir: str | os.PathLike) -> RunInfo:
                    inlier_name=str(r.get("inlier_name") or r["inlier"]), variant=r["variant"],
                    preset=r["preset"], seed=int(r["seed"]), device=str(r.get("device", "?")),
                    commit=r.get("git_commit"), date=str(date)[:10], steps=r.get("steps"),
-                   train_seconds=r.get("train_seconds"))
+                   train_seconds=r.get("train_seconds"), device_name=r.get("device_name"))
 
 
 def setting_label(presets, devices, data=()) -> str:
@@ -142,7 +149,7 @@ def setting_label(presets, devices, data=()) -> str:
     if "smoke" in presets:
         return SMOKE_MARK
     if presets == {"paper"} and devices and all(d.startswith("cuda") for d in devices):
-        return "the paper's setting (preset paper on a GPU)" + suffix
+        return "the paper's setting as csigen reads it (CSI's recipe, preset paper, on a GPU)" + suffix
     names = []
     for p in sorted(presets):
         if p == "paper":
@@ -708,6 +715,7 @@ def _provenance(rows, infos: dict[str, RunInfo]) -> str:
     runs = [infos[r] for r in dict.fromkeys(rows["run"])]
     presets = sorted({i.preset for i in runs})
     devices = sorted({i.device for i in runs})
+    machines = sorted({i.machine for i in runs})
     dates = sorted({i.date for i in runs})
     commits = sorted({(i.commit or "unknown")[:10] for i in runs})
     parts = [f"preset {', '.join(presets)}"]
@@ -720,11 +728,11 @@ def _provenance(rows, infos: dict[str, RunInfo]) -> str:
                                           for v, g in by_variant))
     parts.append(f"{_plural(rows['class'].nunique(), 'class')} x {_plural(rows['seed'].nunique(), 'seed')} "
                  f"({_plural(len(runs), 'run')})")
-    parts.append(f"device {', '.join(devices)}")
+    parts.append(f"device {', '.join(machines)}")
     parts.append(f"run dates {dates[0]}" + (f" to {dates[-1]}" if len(dates) > 1 else ""))
     parts.append(f"csigen commit {', '.join(commits)}")
     match = all(i.paper_setting for i in runs)
-    parts.append("the paper's setting: " + ("yes (preset paper on a GPU)" if match else
+    parts.append("the paper's setting: " + ("yes (CSI's recipe, preset paper, on a GPU)" if match else
                                             f"no ({setting_label(presets, devices)})"))
     return "; ".join(parts) + "."
 
@@ -950,7 +958,7 @@ def _write_figure2(w: _Writer, run2, images, problem: str | None, root: Path, se
     info = run_info(run2)
     label = setting_label([info.preset], [info.device])
     budget = f"{info.steps} training steps" + (
-        f", {_duration(info.train_seconds)} of training on {info.device}" if info.train_seconds else "")
+        f", {_duration(info.train_seconds)} of training on {info.machine}" if info.train_seconds else "")
     name = images["inlier_name"]
     with plotting.style():
         w.figure("figure2.png", plotting.figure2_figure(

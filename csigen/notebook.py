@@ -240,13 +240,21 @@ def device_info() -> dict[str, Any]:
 
     Keys: ``gpu`` (bool), ``device`` ("cuda" or "cpu"), ``torch``,
     ``cpu_threads`` (torch's intra-op threads); on a GPU also ``name``,
-    ``capability`` (e.g. "7.5" for a T4) and ``memory_gib``.
+    ``capability`` (e.g. "7.5" for a T4) and ``memory_gib``; on the CPU
+    ``cpu_name`` and ``cpu_bf16`` (:func:`csigen.config.cpu_bf16_path`, which
+    decides what preset ``cpu`` names).
     """
     import torch
 
     gpu = torch.cuda.is_available()
     info: dict[str, Any] = {"gpu": gpu, "device": "cuda" if gpu else "cpu", "torch": torch.__version__,
                             "cpu_threads": torch.get_num_threads()}
+    if not gpu:
+        from csigen.config import cpu_bf16_path
+        from csigen.train import cpu_model_name
+
+        info["cpu_name"] = cpu_model_name()
+        info["cpu_bf16"] = cpu_bf16_path()
     if gpu:
         major, minor = torch.cuda.get_device_capability(0)
         info["name"] = torch.cuda.get_device_name(0)
@@ -261,6 +269,10 @@ def describe_device(info: dict[str, Any]) -> str:
         where = f"cuda: {info['name']} (compute {info['capability']}, {info['memory_gib']} GiB)"
     else:
         where = f"cpu ({info['cpu_threads']} threads)"
+        if info.get("cpu_name"):
+            bf16 = {"amx": "AMX units", "avx512_bf16": "AVX512-BF16", "emulated": "emulated"}
+            where = (f"cpu: {info['cpu_name']} ({info['cpu_threads']} threads; bf16: "
+                     f"{bf16.get(info.get('cpu_bf16'), info.get('cpu_bf16'))})")
     return f"{where}, torch {info['torch']}"
 
 

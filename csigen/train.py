@@ -227,16 +227,17 @@ class _Precision:
     """
 
     def __init__(self, amp: str, device: torch.device):
-        from csigen.config import cpu_has_amx
+        from csigen.config import cpu_bf16_path
 
         self.device = torch.device(device)
         self.mode = resolve_precision(amp, self.device)
         self.dtype = AMP_DTYPES[self.mode]
-        if self.device.type == "cpu" and self.mode == "bf16" and not cpu_has_amx():
+        if self.device.type == "cpu" and self.mode == "bf16" and cpu_bf16_path() == "emulated":
             warnings.warn(
-                "amp='bf16' on a CPU without AMX units: bf16 may train slower than float32 here (measure both "
-                "with python bench/throughput.py --device cpu --preset cpu-fp32 --amp off bf16). Continuing; "
-                "preset 'cpu' names 'cpu-fp32' (float32) on this CPU.", RuntimeWarning, stacklevel=3)
+                "amp='bf16' on a CPU with neither AMX nor AVX512-BF16 units: bf16 is emulated here and may "
+                "train slower than float32 (measure both with python bench/throughput.py --device cpu --preset "
+                "cpu-fp32 --amp off bf16). Continuing; preset 'cpu' names 'cpu-fp32' (float32) on this CPU.",
+                RuntimeWarning, stacklevel=3)
         self.scalers: dict[str, torch.amp.GradScaler] = {}
         self.skipped: dict[str, int] = {}
 
@@ -306,7 +307,28 @@ def environment_info(device: torch.device) -> dict[str, Any]:
     }
     if device.type == "cuda":
         info["device_name"] = torch.cuda.get_device_name(device)
+    elif device.type == "cpu":
+        from csigen.config import cpu_bf16_path
+
+        # which CPU: runs of one recipe on different CPUs differ in speed and, in bf16, in rounding
+        info["device_name"] = cpu_model_name()
+        info["cpu_bf16"] = cpu_bf16_path()
+        info["threads"] = torch.get_num_threads()
     return info
+
+
+def cpu_model_name() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo "model name"; elsewhere ``platform.processor()``)."""
+    from csigen.config import CPUINFO
+
+    try:
+        with open(CPUINFO, encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 @contextlib.contextmanager

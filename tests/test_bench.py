@@ -193,6 +193,26 @@ def test_cpu_reproduction_runs_the_cpu_preset_for_this_machine_into_its_own_fold
     assert len(lines) == 3 and '--preset "$preset"' in script
 
 
+@pytest.mark.parametrize("cpu, allow, refused", [("avx512_bf16", "", True), ("emulated", "", True),
+                                                 ("avx512_bf16", "1", False), ("amx", "", False)])
+def test_cpu_reproduction_refuses_to_resume_cpu_amx_runs_on_another_kind_of_cpu(tmp_path, cpu, allow, refused):
+    # a stand-in interpreter answers cpu_bf16_path's question; anything else it is asked stops the script
+    fake = tmp_path / "python"
+    fake.write_text(f"#!/bin/sh\ncase \"$2\" in *cpu_bf16_path*) echo {cpu};; *) echo ran; exit 7;; esac\n")
+    fake.chmod(0o755)
+    out = tmp_path / "out"
+    (out / "imagefolder-cat-csi-cpu-amx-s0").mkdir(parents=True)
+    (out / "imagefolder-cat-csi-cpu-amx-s0" / "result.json").write_text("{}")
+    env = os.environ | {"PYTHON": str(fake), "PRESET": "cpu-amx", "ALLOW_OTHER_CPU": allow}
+    done = subprocess.run(["bash", str(ROOT / "tools" / "cpu_reproduction.sh"), "data", str(out)], env=env,
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    if refused:
+        assert done.returncode == 2 and f"runs bf16 as '{cpu}'" in done.stderr and "ALLOW_OTHER_CPU=1" in done.stderr
+        assert not (out / "logs").exists()
+    else:  # past the check: the first stage calls the interpreter (the stand-in exits 7, which stops the script)
+        assert done.returncode != 2 and "error:" not in done.stderr
+
+
 def test_score_terms_reports_each_term_and_the_run_s_csi_auroc(tmp_path):
     # a smoke run of cpu_budget, then its CSI score split into its two terms; the sum's AUROC is the record's
     subprocess.run([sys.executable, str(ROOT / "bench" / "cpu_budget.py"), "--preset", "smoke", "--dataset", "shapes",

@@ -133,6 +133,15 @@ def _expected(pairs, variant):
     return np.mean(per_seed), np.std(per_seed)
 
 
+def test_run_info_names_the_machine_where_the_record_does(genuine_run, tmp_path):
+    info = figures.run_info(genuine_run)
+    assert info.device == "cpu" and info.device_name and info.machine == f"cpu ({info.device_name})"
+    old = json.loads((genuine_run / "result.json").read_text())
+    del old["device_name"]  # a record from before csigen kept it
+    (tmp_path / "result.json").write_text(json.dumps(old))
+    assert figures.run_info(tmp_path).machine == "cpu"
+
+
 def test_weighted_auroc_matches_sklearn():
     rng = np.random.default_rng(0)
     scores = rng.integers(0, 6, 40).astype(float)  # many ties
@@ -225,6 +234,7 @@ def test_figures_command_writes_every_table_and_figure(sweep, tmp_path, capsys):
         assert f"## {name}" in readme
     assert "CPU scale: not the paper's setting" in readme and "2 classes x 2 seeds (12 runs)" in readme
     assert "the paper's setting: no" in readme and "meaningless" not in readme
+    assert "device cpu (" in readme  # the records name their CPU (result.json's device_name)
     assert "cifar10-cat-full-cpu-s0" in readme.split("## figure2.png")[1]  # the default run: cat, seed 0
     assert "FID protocol's mode" in readme and "256 prior samples" in readme  # G as csigen.fid evaluates it
 

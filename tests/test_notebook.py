@@ -237,8 +237,13 @@ def test_in_colab_follows_the_colab_module(monkeypatch):
 def test_device_info_cpu_and_gpu(monkeypatch, cpu_only):
     info = notebook.device_info()
     assert info["gpu"] is False and info["device"] == "cpu" and info["torch"] == torch.__version__
-    assert "name" not in info
-    assert notebook.describe_device(info) == f"cpu ({torch.get_num_threads()} threads), torch {torch.__version__}"
+    assert "name" not in info and info["cpu_name"] and info["cpu_bf16"] in ("amx", "avx512_bf16", "emulated")
+    monkeypatch.setattr(config_module, "cpu_bf16_path", lambda: "avx512_bf16")
+    info = notebook.device_info()
+    assert notebook.describe_device(info) == (f"cpu: {info['cpu_name']} ({torch.get_num_threads()} threads; "
+                                              f"bf16: AVX512-BF16), torch {torch.__version__}")
+    old = {k: v for k, v in info.items() if k not in ("cpu_name", "cpu_bf16")}  # a dict made by older code
+    assert notebook.describe_device(old) == f"cpu ({torch.get_num_threads()} threads), torch {torch.__version__}"
 
 
 def test_device_info_gpu(fake_gpu):

@@ -365,19 +365,20 @@ def test_reconstruction_loss_is_float32_under_autocast():
     assert all(v.dtype == torch.float32 for v in out.values())
 
 
-@pytest.mark.parametrize("amx", [True, False])
-def test_bf16_on_a_cpu_without_amx_units_warns_that_it_may_be_slow(monkeypatch, amx):
+@pytest.mark.parametrize("path", ["amx", "avx512_bf16", "emulated"])
+def test_bf16_on_a_cpu_that_emulates_it_warns_that_it_may_be_slow(monkeypatch, path):
+    # AMX and AVX512-BF16 both run bf16 faster than float32 (measured, bench/RESULTS.md): no warning there
     import warnings
 
     from csigen import config as C
     from csigen.train import _Precision
 
-    monkeypatch.setattr(C, "cpu_has_amx", lambda: amx)
+    monkeypatch.setattr(C, "cpu_bf16_path", lambda: path)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert _Precision("bf16", torch.device("cpu")).mode == "bf16"
         _Precision("off", torch.device("cpu"))
-    slow = [w for w in caught if "without AMX units" in str(w.message)]
-    assert len(slow) == (0 if amx else 1)
+    slow = [w for w in caught if "neither AMX nor AVX512-BF16" in str(w.message)]
+    assert len(slow) == (1 if path == "emulated" else 0)
     if slow:
         assert "bench/throughput.py" in str(slow[0].message) and "'cpu-fp32'" in str(slow[0].message)

@@ -74,7 +74,48 @@ def test_cpu_has_amx_reads_cpuinfo_where_torch_cannot_say(monkeypatch, tmp_path,
     assert C.cpu_has_amx() is expected
 
 
+@pytest.mark.parametrize("amx, avx512_bf16, expected", [
+    (True, False, "amx"), (False, True, "avx512_bf16"), (False, False, "emulated"),
+    (False, RuntimeError("no"), "emulated")])
+def test_cpu_bf16_path_asks_torch(monkeypatch, amx, avx512_bf16, expected):
+    def probe():
+        if isinstance(avx512_bf16, Exception):
+            raise avx512_bf16
+        return avx512_bf16
+
+    monkeypatch.setattr(C, "cpu_has_amx", lambda: amx)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", probe, raising=False)
+    assert C.cpu_bf16_path() == expected
+
+
+@pytest.mark.parametrize("flags, expected", [("fpu sse avx512f avx512_bf16", "avx512_bf16"),
+                                              ("fpu sse avx2 avx512f", "emulated"), (None, "emulated")])
+def test_cpu_bf16_path_reads_cpuinfo_where_torch_cannot_say(monkeypatch, tmp_path, flags, expected):
+    monkeypatch.setattr(C, "cpu_has_amx", lambda: False)
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
+    cpuinfo = tmp_path / "cpuinfo"
+    if flags is not None:
+        cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n\n")
+    monkeypatch.setattr(C, "CPUINFO", str(cpuinfo))
+    assert C.cpu_bf16_path() == expected
+
+
 def test_presets_command_lists_cpu_and_the_two_it_stands_for(capsys):
     assert main(["presets"]) == 0
     names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
     assert names == list(C.PRESETS) and {"cpu", "cpu-fp32", "cpu-amx"} <= set(names)
+
+
+def test_a_cpu_run_records_which_cpu_ran_it(monkeypatch, tmp_path):
+    from csigen.train import environment_info
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: AMD EPYC 9654 96-Core Processor\n"
+                       "flags\t\t: fpu avx2\n\n")
+    monkeypatch.setattr(C, "CPUINFO", str(cpuinfo))
+    monkeypatch.setattr(C, "cpu_bf16_path", lambda: "avx512_bf16")
+    info = environment_info(torch.device("cpu"))
+    assert info["device_name"] == "AMD EPYC 9654 96-Core Processor"
+    assert info["cpu_bf16"] == "avx512_bf16" and info["threads"] == torch.get_num_threads()
+    cpuinfo.write_text("processor\t: 0\n")  # no model name (not Linux-like): platform's answer, never empty
+    assert environment_info(torch.device("cpu"))["device_name"]

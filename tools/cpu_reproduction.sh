@@ -13,6 +13,18 @@ data=${1:-../shared/data/cifar10-jpg}
 py=${PYTHON:-python}
 preset=${PRESET:-$("$py" -c 'from csigen.config import resolve_preset; print(resolve_preset("cpu"))')}
 out=${2:-results/cifar10-$preset}
+# bf16 rounds differently on AMX tiles and on AVX512-BF16 instructions (bench/RESULTS.md, "A second CPU"), so
+# cpu-amx's runs pair across variants and seeds only when one kind of CPU made them all: resuming a folder
+# that holds runs (results/cifar10-cpu-amx's were made with AMX) on a CPU without AMX is refused
+if [ "$preset" = cpu-amx ] && [ "${ALLOW_OTHER_CPU:-}" != 1 ] && compgen -G "$out/*/result.json" >/dev/null; then
+  bf16_path=$("$py" -c 'from csigen.config import cpu_bf16_path; print(cpu_bf16_path())')
+  if [ "$bf16_path" != amx ]; then
+    echo "error: $out holds cpu-amx runs made on a CPU with AMX units; this CPU runs bf16 as '$bf16_path'," \
+      "which rounds differently, so new runs would not pair with them. Resume on a CPU with AMX units, or run" \
+      "the whole reproduction here into another folder (second argument), or set ALLOW_OTHER_CPU=1." >&2
+    exit 2
+  fi
+fi
 mkdir -p "$out/logs"
 append_new() {  # append_new FILE: append the lines of stdin that FILE does not hold yet, as they come
   # (a re-run reports the runs it finds finished again; their lines are in the log already: a line ending
