@@ -440,8 +440,43 @@ class Preset:
     choose: Callable[[], str] | None = None
 
 
-#: Where :func:`cpu_has_amx` reads the CPU's flags when torch cannot say (Linux).
+#: Where the CPU probes below read the CPU's name and flags when torch cannot say (Linux).
 CPUINFO = "/proc/cpuinfo"
+
+
+def cpuinfo_field(name: str) -> str | None:
+    """The value of the first ``name : value`` line of :data:`CPUINFO` (e.g. ``"model name"``, ``"flags"``),
+    or None where there is no such line or file (other systems)."""
+    try:
+        with open(CPUINFO, encoding="utf-8") as f:
+            for line in f:
+                key, sep, value = line.partition(":")
+                if sep and key.strip() == name:
+                    return value.strip()
+    except OSError:
+        pass
+    return None
+
+
+def _cpu_supports(torch_probe: str, flag: str) -> bool:
+    """Asks torch's private ``torch.cpu.<torch_probe>()`` (any failure: False); where torch has no such
+    function, looks for ``flag`` among the flags of :data:`CPUINFO`."""
+    import torch
+
+    probe = getattr(torch.cpu, torch_probe, None)
+    if probe is not None:
+        try:
+            return bool(probe())
+        except Exception:  # noqa: BLE001 - a private torch function: any failure means "not known to have it"
+            return False
+    return flag in (cpuinfo_field("flags") or "").split()
+
+
+def cpu_model_name() -> str:
+    """The CPU's model name (:data:`CPUINFO`'s "model name"; elsewhere ``platform.processor()``)."""
+    import platform
+
+    return cpuinfo_field("model name") or platform.processor() or "unknown"
 
 
 def cpu_has_amx() -> bool:
@@ -457,19 +492,7 @@ def cpu_has_amx() -> bool:
     lets a process use the tiles); where torch has no such function, reads
     the ``amx_bf16`` flag of Linux's /proc/cpuinfo.
     """
-    import torch
-
-    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    if probe is not None:
-        try:
-            return bool(probe())
-        except Exception:  # noqa: BLE001 - a private torch function: any failure means "not known to have AMX"
-            return False
-    try:
-        with open(CPUINFO, encoding="utf-8") as f:
-            return any(line.startswith("flags") and "amx_bf16" in line.split() for line in f)
-    except OSError:
-        return False
+    return _cpu_supports("_is_amx_tile_supported", "amx_bf16")
 
 
 def cpu_bf16_path() -> str:
@@ -485,22 +508,9 @@ def cpu_bf16_path() -> str:
     measured here). Asks torch (``torch.cpu._is_avx512_bf16_supported``), else
     reads the ``avx512_bf16`` flag of Linux's /proc/cpuinfo.
     """
-    import torch
-
     if cpu_has_amx():
         return "amx"
-    probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
-    if probe is not None:
-        try:
-            return "avx512_bf16" if probe() else "emulated"
-        except Exception:  # noqa: BLE001 - a private torch function: any failure means "not known to have it"
-            return "emulated"
-    try:
-        with open(CPUINFO, encoding="utf-8") as f:
-            has = any(line.startswith("flags") and "avx512_bf16" in line.split() for line in f)
-    except OSError:
-        has = False
-    return "avx512_bf16" if has else "emulated"
+    return "avx512_bf16" if _cpu_supports("_is_avx512_bf16_supported", "avx512_bf16") else "emulated"
 
 
 def choose_cpu_preset() -> str:

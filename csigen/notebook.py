@@ -249,17 +249,16 @@ def device_info() -> dict[str, Any]:
     gpu = torch.cuda.is_available()
     info: dict[str, Any] = {"gpu": gpu, "device": "cuda" if gpu else "cpu", "torch": torch.__version__,
                             "cpu_threads": torch.get_num_threads()}
-    if not gpu:
-        from csigen.config import cpu_bf16_path
-        from csigen.train import cpu_model_name
-
-        info["cpu_name"] = cpu_model_name()
-        info["cpu_bf16"] = cpu_bf16_path()
     if gpu:
         major, minor = torch.cuda.get_device_capability(0)
         info["name"] = torch.cuda.get_device_name(0)
         info["capability"] = f"{major}.{minor}"
         info["memory_gib"] = round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1)
+    else:
+        from csigen.config import cpu_bf16_path, cpu_model_name
+
+        info["cpu_name"] = cpu_model_name()
+        info["cpu_bf16"] = cpu_bf16_path()
     return info
 
 

@@ -308,27 +308,13 @@ def environment_info(device: torch.device) -> dict[str, Any]:
     if device.type == "cuda":
         info["device_name"] = torch.cuda.get_device_name(device)
     elif device.type == "cpu":
-        from csigen.config import cpu_bf16_path
+        from csigen.config import cpu_bf16_path, cpu_model_name
 
         # which CPU: runs of one recipe on different CPUs differ in speed and, in bf16, in rounding
         info["device_name"] = cpu_model_name()
         info["cpu_bf16"] = cpu_bf16_path()
         info["threads"] = torch.get_num_threads()
     return info
-
-
-def cpu_model_name() -> str:
-    """The CPU's model name (Linux's /proc/cpuinfo "model name"; elsewhere ``platform.processor()``)."""
-    from csigen.config import CPUINFO
-
-    try:
-        with open(CPUINFO, encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 @contextlib.contextmanager
