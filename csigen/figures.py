@@ -76,6 +76,7 @@ OUTPUT_FILES = ("table1.md", "table1.csv", "table1_per_class.csv", "table1.png",
 #: Written into every caption and title that uses a smoke-preset run.
 SMOKE_MARK = "meaningless, smoke"
 _SETTING_NAMES = {"cpu": "CPU scale", "cpu-fp32": "CPU scale (float32)", "cpu-amx": "CPU scale (bf16, AMX)",
+                  "cpu-avx512bf16": "CPU scale (bf16, AVX512-BF16)",
                   "quick": "quick preset", "custom": "custom settings"}
 
 

@@ -75,12 +75,20 @@ CPU_INLIER = "automobile"
 #: ``g_snapshot_every_steps`` of the notebooks' ``csi+g`` and ``full`` runs, per preset (:meth:`NotebookSettings.config`;
 #: an override wins): G's weights every k training steps, so notebook 03 shows its samples across training at a
 #: fixed step interval (not per time-based checkpoint, which would tie the number of snapshots to the hardware).
-#: About 2-10 snapshots per run: smoke 4 steps, cpu-fp32 420, cpu-amx 1,430, quick and paper ~8k and ~40k steps on
-#: CIFAR-10 (one class).
+#: About 2-10 snapshots per run: smoke 4 steps, cpu-fp32 420, cpu-amx 1,430, cpu-avx512bf16 1,000, quick and
+#: paper ~8k and ~40k steps on CIFAR-10 (one class).
 #: A preset missing here gets no snapshots. An environment field (``csigen.config.ENVIRONMENT_FIELDS``): it does
 #: not change which run a folder holds, so runs made before it existed are still loaded.
-G_SNAPSHOT_EVERY_STEPS = {"smoke": 2, "cpu-fp32": 60, "cpu-amx": 200, "quick": 1000, "paper": 4000}
+G_SNAPSHOT_EVERY_STEPS = {"smoke": 2, "cpu-fp32": 60, "cpu-amx": 200, "cpu-avx512bf16": 150, "quick": 1000,
+                          "paper": 4000}
 
+
+#: Why :func:`no_gpu_note` names each CPU preset (``csigen.config.choose_cpu_preset``'s reasons).
+CPU_PRESET_WHY = {
+    "cpu-amx": "this CPU has AMX units, where bf16 runs 2.4-2.7x faster than float32",
+    "cpu-avx512bf16": "this CPU has AVX512-BF16 instructions but no AMX units: bf16 runs 1.85-2.05x float32",
+    "cpu-fp32": "this CPU has no AMX units, so it trains in float32",
+}
 
 
 class NotebookSetupError(ValueError):
@@ -222,8 +230,7 @@ def no_gpu_note(dataset: str = "cifar10", inlier: str | int = CPU_INLIER, preset
         cpu = make_config(preset)
         steps = f"{cpu.max_steps:,} steps" if cpu.max_steps else f"{cpu.epochs} epochs"
         images = f"{cpu.max_train:,} images" if cpu.max_train else "the whole class"
-        why = ("this CPU has AMX units, where bf16 runs 2.4-2.7x faster than float32" if cpu.amp == "bf16"
-               else "this CPU has no AMX units, so it trains in float32")
+        why = CPU_PRESET_WHY[preset]
         lines.append(f"What to expect: preset {preset!r} ({why}) trains {steps} on {images} of {dataset} / "
                      f"{inlier}, enough to see every part of the method work, with an AUROC below the paper's.")
         if dataset == "cifar10" and _cifar10_name(inlier) != CPU_INLIER:

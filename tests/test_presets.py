@@ -38,6 +38,14 @@ def test_cpu_amx_is_cpu_fp32_in_bf16_with_more_steps_and_gan_every_4():
     assert C.make_config("cpu-amx").planned_steps(2000) == 1430  # 25 epochs of 62 steps, capped at 1,430
 
 
+def test_cpu_avx512bf16_is_cpu_amx_with_1000_steps():
+    amx, avx = C.make_config("cpu-amx").to_dict(), C.make_config("cpu-avx512bf16").to_dict()
+    differ = {k: (amx[k], avx[k]) for k in amx if amx[k] != avx[k]}
+    assert differ == {"preset": ("cpu-amx", "cpu-avx512bf16"), "epochs": (25, 17), "max_steps": (1430, 1000)}
+    assert C.make_config("cpu-avx512bf16").planned_steps(2000) == 1000  # 17 epochs of 62 steps, capped at 1,000
+    assert set(C.CPU_PRESETS) == {"cpu-fp32", "cpu-amx", "cpu-avx512bf16"}
+
+
 def test_cpu_fp32_is_the_recipe_of_the_committed_cpu_reproduction():
     """results/cifar10-cpu was recorded as preset 'cpu' before the split (amp 'auto', float32 on a CPU)."""
     recorded = json.loads((ROOT / "results/cifar10-cpu/imagefolder-cat-csi-cpu-s0/config.json").read_text())
