@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     classes = args.classes or class_names(dataset, root=args.data_root)
     classes = [int(c) if str(c).isdigit() else c for c in classes]
     extra = "".join(f" {k}={v!r}" for k, v in overrides.items())
-    chosen = resolve_preset(args.preset)  # "cpu": cpu-amx or cpu-fp32, by this machine's CPU
+    chosen = resolve_preset(args.preset)  # "cpu": cpu-amx, cpu-avx512bf16 or cpu-fp32, by this CPU
     print(f"cpu_budget preset={chosen}{extra} dataset={dataset} classes={len(classes)} variants={','.join(args.variants)} "
           f"seeds={','.join(map(str, args.seeds))} device={args.device} threads={torch.get_num_threads()} "
           f"out={args.out}", flush=True)

@@ -1,7 +1,7 @@
 """Training throughput of each variant: images/s, achieved TFLOP/s and peak memory (GPU or CPU).
 
 Every variant is built from the same config (``--preset``: ``paper`` on a GPU,
-``cpu`` on the CPU, by default, which names ``cpu-amx`` or ``cpu-fp32`` by the
+``cpu`` on the CPU, by default, which names ``cpu-amx``, ``cpu-avx512bf16`` or ``cpu-fp32`` by the
 CPU; in the preset's own precision unless ``--amp`` says otherwise) by :class:`csigen.train.Trainer` with
 ``out_dir=None`` (no checkpoints, no evaluation) and trained side by side in
 one process. The unit of time is a *cycle* of ``gan_every`` steps, which holds

@@ -514,8 +514,12 @@ def cpu_bf16_path() -> str:
 
 
 def choose_cpu_preset() -> str:
-    """The preset ``cpu`` stands for on this machine: ``cpu-amx`` where :func:`cpu_has_amx`, else ``cpu-fp32``."""
-    return "cpu-amx" if cpu_has_amx() else "cpu-fp32"
+    """The preset ``cpu`` stands for on this machine, by how its CPU runs bf16 (:func:`cpu_bf16_path`).
+
+    ``cpu-amx`` on AMX units, ``cpu-avx512bf16`` on AVX512-BF16 instructions,
+    else ``cpu-fp32`` (float32: emulated bf16 may be slower).
+    """
+    return {"amx": "cpu-amx", "avx512_bf16": "cpu-avx512bf16"}.get(cpu_bf16_path(), "cpu-fp32")
 
 
 #: The CPU-scale presets, one per kind of CPU (:func:`choose_cpu_preset` picks the one ``cpu`` stands for).
@@ -567,7 +571,12 @@ CPU_AVX512BF16_DOC = (
     "AMX's 2.4x / 2.7x (bench/throughput.py --amp off bf16, measured side by side on a 2-core AMD EPYC), so "
     "cpu-amx's 1,430 steps take 18 minutes there (995 s + 93 s); at the 0.65-0.73 s per csi step measured there, "
     "1,000 steps and the evaluation take about 13-14 minutes. The step count was fixed from that speed before "
-    "any run of this preset. A CPU-scale result, not the paper's setting."
+    "any run of this preset, not chosen on any class. Measured on that AMD EPYC (idle, CIFAR-10 JPEG copy, csi, "
+    "CSI's score, seeds 0-2): automobile 0.931 (0.927, 0.921, 0.945), cat 0.709 (0.681, 0.738, 0.709), against "
+    "cpu-fp32's 0.888 and 0.695 on the same seeds, in 12.9-14.6 minutes each (677-764 s of training + 90-101 s "
+    "of evaluation; the machine slowed within the hour, and the slowest run ended 25 s inside 15 minutes). "
+    "Every run is in bench/RESULTS.md ('Seventh round') and results/cifar10-cpu-avx512bf16. A CPU-scale "
+    "result, not the paper's setting."
 )
 
 
@@ -589,13 +598,16 @@ PRESETS: dict[str, Preset] = {
             {},
             "One CIFAR-10 class on a 2-core CPU in about 15 minutes, chosen for this machine's CPU "
             "(csigen.config.choose_cpu_preset): 'cpu-amx' where the CPU has AMX units (bf16 at 2.4-2.7x the "
-            "float32 speed: 1,430 steps), else 'cpu-fp32' (420 float32 steps). Each run records the one chosen.",
+            "float32 speed: 1,430 steps), 'cpu-avx512bf16' where it has AVX512-BF16 instructions but no AMX "
+            "(bf16 at 1.85-2.05x: 1,000 steps), else 'cpu-fp32' (420 float32 steps). Each run records the one "
+            "chosen.",
             choose=choose_cpu_preset,
         ),
         Preset(
             "cpu-fp32",
             dict(CPU_FP32),
-            "The cpu preset on a CPU without AMX units (laptops, Colab's CPU runtime, AMD CPUs), in float32 "
+            "The cpu preset on a CPU with neither AMX units nor AVX512-BF16 instructions (most laptops, likely "
+            "Colab's CPU runtime), in float32 "
             "(amp='off'): 420 steps of 32 images (7 epochs of 2,000 training images; 2,000 stratified test "
             "images, R = 4 draws). Departs from the paper on purpose, to learn in 15 minutes: F is a "
             "ResNet-18 of half width (f_width=32: a quarter of the FLOPs), the schedule "
@@ -625,9 +637,8 @@ PRESETS: dict[str, Preset] = {
             "split by CPU (same recipe; float32 was 'auto' on a CPU). On a second machine, a 2-core AMD "
             "EPYC (Zen 4: AVX512-BF16, no AMX), the same run (automobile, csi, seed 0) gave the same AUROC "
             "to every digit (0.8818) in 607 s of training + 96 s of evaluation; there bf16 runs 1.85x (csi) "
-            "to 2.05x (full) float32, too little for cpu-amx's 1,430 steps to fit (995 s + 93 s, 18 min), so "
-            "cpu stays cpu-fp32 on such CPUs (bench/RESULTS.md, 'A second CPU'). A CPU-scale result, not "
-            "the paper's setting.",
+            "to 2.05x (full) float32, so cpu names cpu-avx512bf16 on such CPUs (bench/RESULTS.md, 'A second "
+            "CPU'). A CPU-scale result, not the paper's setting.",
         ),
         Preset(
             "cpu-amx",

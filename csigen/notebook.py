@@ -87,7 +87,7 @@ G_SNAPSHOT_EVERY_STEPS = {"smoke": 2, "cpu-fp32": 60, "cpu-amx": 200, "cpu-avx51
 CPU_PRESET_WHY = {
     "cpu-amx": "this CPU has AMX units, where bf16 runs 2.4-2.7x faster than float32",
     "cpu-avx512bf16": "this CPU has AVX512-BF16 instructions but no AMX units: bf16 runs 1.85-2.05x float32",
-    "cpu-fp32": "this CPU has no AMX units, so it trains in float32",
+    "cpu-fp32": "this CPU has neither AMX units nor AVX512-BF16 instructions, so it trains in float32",
 }
 
 
@@ -220,8 +220,8 @@ def no_gpu_note(dataset: str = "cifar10", inlier: str | int = CPU_INLIER, preset
 
     The expectation is the preset's own documentation (:data:`csigen.config.PRESETS`,
     with its measured time and AUROC). ``cpu`` is first resolved for this
-    machine (``cpu-amx`` or ``cpu-fp32``, which the note names with the
-    reason). A CPU preset's run on another CIFAR-10 class than
+    machine (``cpu-amx``, ``cpu-avx512bf16`` or ``cpu-fp32``, which the note
+    names with the reason). A CPU preset's run on another CIFAR-10 class than
     :data:`CPU_INLIER` adds that the short run may stay near chance there.
     """
     lines = ["No GPU: this runs on the CPU. In Colab: Runtime > Change runtime type > T4 GPU, then run all."]

@@ -193,21 +193,24 @@ def test_cpu_reproduction_runs_the_cpu_preset_for_this_machine_into_its_own_fold
     assert len(lines) == 3 and '--preset "$preset"' in script
 
 
-@pytest.mark.parametrize("cpu, allow, refused", [("avx512_bf16", "", True), ("emulated", "", True),
-                                                 ("avx512_bf16", "1", False), ("amx", "", False)])
-def test_cpu_reproduction_refuses_to_resume_cpu_amx_runs_on_another_kind_of_cpu(tmp_path, cpu, allow, refused):
+@pytest.mark.parametrize("preset, cpu, allow, refused", [
+    ("cpu-amx", "avx512_bf16", "", True), ("cpu-amx", "emulated", "", True), ("cpu-amx", "avx512_bf16", "1", False),
+    ("cpu-amx", "amx", "", False), ("cpu-avx512bf16", "amx", "", True), ("cpu-avx512bf16", "avx512_bf16", "", False),
+    ("cpu-fp32", "emulated", "", False)])
+def test_cpu_reproduction_refuses_to_resume_bf16_runs_on_another_kind_of_cpu(tmp_path, preset, cpu, allow, refused):
     # a stand-in interpreter answers cpu_bf16_path's question; anything else it is asked stops the script
     fake = tmp_path / "python"
     fake.write_text(f"#!/bin/sh\ncase \"$2\" in *cpu_bf16_path*) echo {cpu};; *) echo ran; exit 7;; esac\n")
     fake.chmod(0o755)
     out = tmp_path / "out"
-    (out / "imagefolder-cat-csi-cpu-amx-s0").mkdir(parents=True)
-    (out / "imagefolder-cat-csi-cpu-amx-s0" / "result.json").write_text("{}")
-    env = os.environ | {"PYTHON": str(fake), "PRESET": "cpu-amx", "ALLOW_OTHER_CPU": allow}
+    (out / f"imagefolder-cat-csi-{preset}-s0").mkdir(parents=True)
+    (out / f"imagefolder-cat-csi-{preset}-s0" / "result.json").write_text("{}")
+    env = os.environ | {"PYTHON": str(fake), "PRESET": preset, "ALLOW_OTHER_CPU": allow}
     done = subprocess.run(["bash", str(ROOT / "tools" / "cpu_reproduction.sh"), "data", str(out)], env=env,
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     if refused:
         assert done.returncode == 2 and f"runs bf16 as '{cpu}'" in done.stderr and "ALLOW_OTHER_CPU=1" in done.stderr
+        assert f"holds {preset} runs" in done.stderr
         assert not (out / "logs").exists()
     else:  # past the check: the first stage calls the interpreter (the stand-in exits 7, which stops the script)
         assert done.returncode != 2 and "error:" not in done.stderr

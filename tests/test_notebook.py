@@ -89,10 +89,11 @@ def test_preset_and_class_none_on_a_gpu_are_quick_and_cat(no_smoke, tmp_path, ca
     assert "Tesla T4 (compute 7.5, 15.0 GiB)" in printed and "No GPU" not in printed
 
 
-@pytest.mark.parametrize("amx, chosen", [(True, "cpu-amx"), (False, "cpu-fp32")])
-def test_without_a_gpu_the_class_is_the_cpu_class_and_the_expectation_is_printed(no_smoke, tmp_path, capsys,
-                                                                                  cpu_only, monkeypatch, amx, chosen):
-    monkeypatch.setattr(config_module, "cpu_has_amx", lambda: amx)
+@pytest.mark.parametrize("bf16_path, chosen", [("amx", "cpu-amx"), ("avx512_bf16", "cpu-avx512bf16"),
+                                               ("emulated", "cpu-fp32")])
+def test_without_a_gpu_the_class_is_the_cpu_class_and_the_expectation_is_printed(
+        no_smoke, tmp_path, capsys, cpu_only, monkeypatch, bf16_path, chosen):
+    monkeypatch.setattr(config_module, "cpu_bf16_path", lambda: bf16_path)
     settings = notebook.setup(out=tmp_path)
     assert settings.inlier == notebook.CPU_INLIER == "automobile" and settings.preset == chosen
     assert settings.run_dir("csi").name == f"cifar10-automobile-csi-{chosen}-s0"
@@ -100,7 +101,7 @@ def test_without_a_gpu_the_class_is_the_cpu_class_and_the_expectation_is_printed
     printed = capsys.readouterr().out
     assert "cifar10 / automobile" in printed and "What to expect" in printed
     assert notebook.PRESETS[chosen].doc in printed  # the preset's documentation, with its measured time and AUROC
-    assert ("this CPU has AMX units" in printed) == amx and ("this CPU has no AMX units" in printed) != amx
+    assert f"preset {chosen!r} ({notebook.CPU_PRESET_WHY[chosen]})" in printed
     assert "near chance" not in printed
     assert notebook.setup(out=tmp_path, inlier=3, verbose=False).inlier == 3  # an explicit class is kept
     assert notebook.setup(out=tmp_path, preset="cpu-fp32", verbose=False).preset == "cpu-fp32"  # named: kept

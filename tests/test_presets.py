@@ -15,18 +15,19 @@ from csigen.results import run_dir
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(params=[True, False], ids=["amx", "no-amx"])
-def amx(request, monkeypatch):
-    monkeypatch.setattr(C, "cpu_has_amx", lambda: request.param)
+@pytest.fixture(params=["amx", "avx512_bf16", "emulated"])
+def bf16_path(request, monkeypatch):
+    monkeypatch.setattr(C, "cpu_bf16_path", lambda: request.param)
     return request.param
 
 
-def test_cpu_names_the_preset_for_this_cpu_and_the_config_records_it(amx, tmp_path):
-    chosen = "cpu-amx" if amx else "cpu-fp32"
+def test_cpu_names_the_preset_for_this_cpu_and_the_config_records_it(bf16_path, tmp_path):
+    chosen, recipe = {"amx": ("cpu-amx", ("bf16", 1430, 25)), "avx512_bf16": ("cpu-avx512bf16", ("bf16", 1000, 17)),
+                      "emulated": ("cpu-fp32", ("off", 420, 7))}[bf16_path]
     assert C.resolve_preset("cpu") == C.choose_cpu_preset() == chosen
     cfg = C.make_config("cpu", dataset="cifar10", inlier="cat", variant="csi")
     assert cfg == C.make_config(chosen, dataset="cifar10", inlier="cat", variant="csi") and cfg.preset == chosen
-    assert (cfg.amp, cfg.max_steps, cfg.epochs) == (("bf16", 1430, 25) if amx else ("off", 420, 7))
+    assert (cfg.amp, cfg.max_steps, cfg.epochs) == recipe
     assert run_dir(tmp_path, cfg).name == f"cifar10-cat-csi-{chosen}-s0"
 
 
