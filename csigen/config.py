@@ -576,7 +576,7 @@ CPU_AVX512BF16_DOC = (
     "cpu-fp32's 0.888 and 0.695 on the same seeds, in 12.9-14.6 minutes each (677-764 s of training + 90-101 s "
     "of evaluation; the machine slowed within the hour, and the slowest run ended 25 s inside 15 minutes). "
     "full (seed 0): cat 0.699, +0.018 over csi, in at most 27 minutes (1,517 s + 94 s, tests beside it); "
-    "automobile 0.934, +0.007 (1,454 s + 92 s). All ten classes (seed 0, csi): airplane 0.718, automobile "
+    "automobile 0.934, +0.007 (1,454 s + 92 s); cat seed 1: 0.725, -0.013 (over seeds 0-1 +0.003). All ten classes (seed 0, csi): airplane 0.718, automobile "
     "0.927, bird 0.718, cat 0.681, deer 0.708, dog 0.824, frog 0.773, horse 0.908, ship 0.911, truck 0.874, "
     "mean 0.804 (cpu-fp32: 0.760; cpu-amx on an AMX CPU: 0.817), 13.3-14.7 minutes each. "
     "Every run is in bench/RESULTS.md ('Seventh round') and results/cifar10-cpu-avx512bf16. A CPU-scale "
